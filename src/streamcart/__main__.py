@@ -1,0 +1,3 @@
+from streamcart.cli import main
+
+main()

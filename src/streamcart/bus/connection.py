@@ -1,0 +1,25 @@
+"""Opening the Redis client the runtime uses."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from streamcart.bus.options import ServiceOptions
+
+
+def connect(url: str, *, options: ServiceOptions | None = None) -> Redis:
+    """A client whose socket timeout stays above the blocking-read time.
+
+    A socket timeout shorter than ``XREADGROUP BLOCK`` turns every quiet
+    second into a spurious timeout and a reconnect.
+    """
+    block_s = (options or ServiceOptions()).block_ms / 1000
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=block_s + 10,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        max_connections=None,
+    )

@@ -1,0 +1,506 @@
+"""The consumer runtime: one service's work loop inside one process.
+
+A reader fetches batches with XREADGROUP across the service's streams into a
+local queue bounded by ``prefetch``; ``concurrency`` worker tasks run the
+handlers; acknowledgements are flushed in pipelined XACK batches. Side loops
+renew the claim on in-flight entries (a long handler is never reclaimed from
+a live worker), reclaim the entries of dead consumers, move due delayed
+messages, trim streams safely and relay stale outbox entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from streamcart.bus import claims, delayed
+from streamcart.bus.commit import commit, relay_stale
+from streamcart.bus.context import Context
+from streamcart.bus.deadletter import TRIMMED, dead_letter_fields, describe
+from streamcart.bus.envelope import ATTEMPT, ID, Envelope, Fields, parse_entry
+from streamcart.bus.keys import Keys
+from streamcart.bus.scripts import Script
+from streamcart.bus.service import Handler, Service
+from streamcart.errors import MalformedEntryError, PermanentError, TransientError, UnknownTypeError
+
+_trim = Script("trim.lua")
+_DISCONNECTED = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Item:
+    """An entry this consumer holds: read, being handled, or waiting for its ack."""
+
+    __slots__ = ("deliveries", "entry_id", "fields", "stream")
+
+    def __init__(self, stream: str, entry_id: str, fields: Fields | None, deliveries: int) -> None:
+        self.stream = stream
+        self.entry_id = entry_id
+        self.fields = fields
+        self.deliveries = deliveries
+
+
+class Stats:
+    """Counters of one consumer, for status and metrics."""
+
+    __slots__ = ("acked", "dead_lettered", "failed", "handled", "retried", "skipped")
+
+    def __init__(self) -> None:
+        self.handled = self.failed = self.retried = 0
+        self.dead_lettered = self.skipped = self.acked = 0
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return not isinstance(exc, (PermanentError, *_DISCONNECTED))
+
+
+class Consumer:
+    """Runs one service's handlers as consumer ``name`` of the service's groups."""
+
+    def __init__(
+        self,
+        service: Service,
+        redis: Redis,
+        *,
+        name: str,
+        keys: Keys | None = None,
+        concurrency: int = 32,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.service = service
+        self.redis = redis
+        self.name = name
+        self.keys = keys or Keys()
+        self.options = service.options
+        self.concurrency = max(1, concurrency)
+        self.prefetch = max(self.options.batch_size, 2 * self.concurrency)
+        self.group = service.name
+        self.streams = service.streams(self.keys)
+        self.inbox = self.keys.inbox(service.name)
+        self.log = logger or logging.getLogger(f"streamcart.worker.{service.name}")
+        self.stats = Stats()
+        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        self._inflight: dict[tuple[str, str], Item] = {}
+        self._acks: dict[str, list[str]] = {}
+        self._ack_wanted = asyncio.Event()
+        self._room = asyncio.Event()
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._stopping = False
+        self._ready = asyncio.Event()
+        self._needs_recovery = True
+
+    # -- lifecycle ----------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then shut down gracefully: stop
+        reading, let running handlers finish within ``shutdown_grace_s``,
+        flush acknowledgements and leave unstarted entries pending for others."""
+        await self._retrying(lambda: claims.ensure_groups(self.redis, self.streams, self.group))
+        workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
+        acker = asyncio.create_task(self._ack_loop())
+        side = [
+            asyncio.create_task(self._read_loop()),
+            asyncio.create_task(self._every(self._renew_interval(), self._renew)),
+            asyncio.create_task(self._every(self._reclaim_interval(), self._reclaim)),
+            asyncio.create_task(self._every(0.2, self._move_delayed)),
+            asyncio.create_task(self._every(10.0, self._trim_streams)),
+            asyncio.create_task(self._every(5.0, self._relay_outbox)),
+        ]
+        try:
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopper, *side], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            for task in side:
+                if task.done() and not task.cancelled() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self._stopping = True
+            await _cancel(side)
+            self._drop_queued()
+            await self._wait_idle(grace_s=self.options.shutdown_grace_s)
+            await _cancel(workers)
+            with contextlib.suppress(RedisError, *_DISCONNECTED):
+                await self._flush_acks()
+            await _cancel([acker])
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set once the consumer has recovered its own pending entries and reads new ones."""
+        return self._ready
+
+    def _drop_queued(self) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            self._inflight.pop((item.stream, item.entry_id), None)
+
+    async def _wait_idle(self, *, grace_s: float) -> None:
+        if self._running:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_s)
+            if self._running:
+                self.log.warning("%d handlers still running after the grace period", self._running)
+
+    # -- reading ------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        read_ids = dict.fromkeys(self.streams, ">")
+        failures = 0
+        while True:
+            try:
+                if self._needs_recovery:
+                    await self._recover_own_pending()
+                    self._needs_recovery = False
+                    self._ready.set()
+                room = await self._wait_for_room()
+                reply = await self.redis.xreadgroup(
+                    self.group,
+                    self.name,
+                    read_ids,  # type: ignore[arg-type]
+                    count=min(room, self.options.batch_size),
+                    block=self.options.block_ms,
+                )
+                failures = 0
+            except _DISCONNECTED as exc:
+                failures += 1
+                self._needs_recovery = True
+                await self._reconnect_pause(exc, failures)
+                continue
+            except ResponseError as exc:
+                if not claims.is_nogroup(exc):
+                    raise
+                self.log.warning("consumer group missing (%s); creating it again", exc)
+                await claims.ensure_groups(self.redis, self.streams, self.group)
+                continue
+            for stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._enqueue(Item(stream, entry_id, fields, 1))
+
+    async def _recover_own_pending(self) -> None:
+        """Re-read what this consumer name holds pending: work a crashed or
+        disconnected predecessor did not acknowledge."""
+        for stream in self.streams:
+            after = "0"
+            while True:
+                room = await self._wait_for_room()
+                entries = await claims.read_own_pending(
+                    self.redis,
+                    stream,
+                    self.group,
+                    self.name,
+                    after,
+                    min(room, self.options.batch_size),
+                )
+                if not entries:
+                    break
+                ids = [entry_id for entry_id, _ in entries]
+                counts = await claims.delivery_counts(
+                    self.redis, stream, self.group, self.name, ids
+                )
+                for entry_id, fields in entries:
+                    self._enqueue(Item(stream, entry_id, fields, counts.get(entry_id, 2)))
+                after = ids[-1]
+
+    async def _reclaim(self) -> None:
+        """Take over entries idle past the claim timeout (their consumer is dead)."""
+        for stream in self.streams:
+            cursor = "0-0"
+            while not self._stopping:
+                room = await self._wait_for_room()
+                cursor, entries, deleted = await claims.autoclaim(
+                    self.redis,
+                    stream,
+                    self.group,
+                    self.name,
+                    min_idle_ms=self.options.claim_timeout_ms,
+                    cursor=cursor,
+                    count=min(room, self.options.batch_size),
+                )
+                for entry_id in deleted:
+                    await self._dead_letter(Item(stream, entry_id, None, 0), TRIMMED_REASON, 0)
+                ids = [entry_id for entry_id, _ in entries]
+                counts = await claims.delivery_counts(
+                    self.redis, stream, self.group, self.name, ids
+                )
+                for entry_id, fields in entries:
+                    self._enqueue(Item(stream, entry_id, fields, counts.get(entry_id, 2)))
+                if entries:
+                    self.log.info("reclaimed %d entries of %s", len(entries), stream)
+                if cursor == "0-0":
+                    break
+
+    def _enqueue(self, item: Item) -> None:
+        key = (item.stream, item.entry_id)
+        if key in self._inflight:
+            return
+        self._inflight[key] = item
+        self._queue.put_nowait(item)
+
+    async def _wait_for_room(self) -> int:
+        while (room := self.prefetch - len(self._inflight)) <= 0:
+            self._room.clear()
+            await self._room.wait()
+        return room
+
+    # -- handling -----------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            self._running += 1
+            try:
+                await self._process(item)
+            except _DISCONNECTED as exc:
+                # Leave it pending: recovery reads it again once Redis is back.
+                self.log.warning("redis unavailable while handling %s: %s", item.entry_id, exc)
+                self._needs_recovery = True
+                self._forget(item)
+            except Exception:
+                self.log.exception("internal error handling %s; left pending", item.entry_id)
+                self._forget(item)
+            finally:
+                self._running -= 1
+                if not self._running:
+                    self._idle.set()
+
+    async def _process(self, item: Item) -> None:
+        if item.fields is None:
+            await self._dead_letter(item, TRIMMED_REASON, 0)
+            return
+        try:
+            envelope = parse_entry(
+                item.stream, item.entry_id, item.fields, max_bytes=self.options.max_entry_bytes
+            )
+        except MalformedEntryError as exc:
+            await self._dead_letter(item, describe(exc), 0)
+            return
+        handler = self.service.handler_for(envelope.type)
+        if handler is None:
+            if item.stream == self.inbox:
+                error = UnknownTypeError(
+                    f"service {self.service.name!r} has no handler for {envelope.type!r}; "
+                    f"it handles {sorted(self.service.patterns())}"
+                )
+                await self._dead_letter(item, describe(error), 0)
+            else:
+                self.stats.skipped += 1
+                self._ack(item)
+            return
+        if item.deliveries > self.options.max_deliveries:
+            reason = (
+                f"MaxDeliveriesExceeded: delivered {item.deliveries} times "
+                f"(max_deliveries={self.options.max_deliveries}); the worker may be crashing on it"
+            )
+            await self._dead_letter(item, reason, envelope.attempt)
+            return
+        try:
+            payload = handler.decoder.decode(envelope.data)
+        except PermanentError as exc:
+            await self._dead_letter(item, describe(exc), 0)
+            return
+        if (item.deliveries > 1 or envelope.attempt > 1) and await self.redis.exists(
+            self.keys.done(self.service.name, envelope.id)
+        ):
+            self.stats.skipped += 1  # its effects were committed before a crash
+            self._ack(item)
+            return
+        await self._handle(item, envelope, handler, payload)
+
+    async def _handle(self, item: Item, envelope: Envelope, handler: Handler, payload: Any) -> None:
+        try:
+            await self._invoke(envelope, handler, payload)
+        except PermanentError as exc:
+            await self._dead_letter(item, describe(exc), envelope.attempt)
+            return
+        except _DISCONNECTED:
+            raise
+        except Exception as first:
+            await self._retry(item, envelope, handler, payload, first)
+            return
+        self.stats.handled += 1
+        self._ack(item)
+
+    async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> None:
+        ctx = Context(self.service, envelope, self.redis, self.keys, self.log)
+        try:
+            await handler.func(payload, ctx)
+            if ctx.has_effects or ctx.pipe is not None:
+                await commit(ctx, done_ttl_s=self.options.done_ttl_s)
+        finally:
+            if ctx.pipe is not None:
+                await ctx.pipe.reset()
+
+    async def _retry(
+        self, item: Item, envelope: Envelope, handler: Handler, payload: Any, first: Exception
+    ) -> None:
+        """After a failed first try: quick tries in place, then a delayed
+        redelivery through the inbox, or the dead-letter stream."""
+        opts = self.options
+        attempt = envelope.attempt
+        inline = min(opts.inline_attempts, opts.max_attempts - attempt + 1)
+        error: Exception = first
+        self.stats.failed += 1
+        self.log.warning("%s %s attempt %d failed: %s", envelope.type, envelope.id, attempt, first)
+        if inline > 1:
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(inline - 1),
+                wait=wait_random_exponential(multiplier=opts.retry_initial_ms / 1000, max=1.0),
+                retry=retry_if_exception(_is_retryable),
+                reraise=True,
+            )
+            try:
+                async for try_ in retrying:
+                    with try_:
+                        attempt += 1
+                        await self._invoke(envelope, handler, payload)
+            except PermanentError as exc:
+                await self._dead_letter(item, describe(exc), attempt)
+                return
+            except _DISCONNECTED:
+                raise
+            except Exception as exc:
+                self.stats.failed += 1
+                error = exc
+            else:
+                self.stats.handled += 1
+                self._ack(item)
+                return
+        if attempt >= opts.max_attempts:
+            await self._dead_letter(item, describe(error), attempt)
+            return
+        delay = getattr(error, "delay_ms", None) if isinstance(error, TransientError) else None
+        if delay is None:
+            cap = min(opts.retry_max_ms, opts.retry_initial_ms * 2 ** (attempt - 1))
+            delay = int(random.uniform(cap / 2, cap))
+        fields = {**envelope.fields, ID: envelope.id, ATTEMPT: str(attempt + 1)}
+        await delayed.schedule(self.redis, self.keys, self.inbox, fields, delay)
+        self.stats.retried += 1
+        self._ack(item)
+
+    async def _dead_letter(self, item: Item, error: str, attempts: int) -> None:
+        fields = dead_letter_fields(
+            item.fields,
+            error=error,
+            attempts=attempts,
+            stream=item.stream,
+            entry_id=item.entry_id,
+            service=self.service.name,
+            at_ms=int(time.time() * 1000),
+        )
+        await self.redis.xadd(self.keys.dlq(self.service.name), fields)  # type: ignore[arg-type]
+        self.stats.dead_lettered += 1
+        self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)
+        self._ack(item)
+
+    # -- acknowledging ------------------------------------------------------
+    def _ack(self, item: Item) -> None:
+        self._acks.setdefault(item.stream, []).append(item.entry_id)
+        self._ack_wanted.set()
+
+    def _forget(self, item: Item) -> None:
+        self._inflight.pop((item.stream, item.entry_id), None)
+        self._room.set()
+
+    async def _ack_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._ack_wanted.wait()
+            self._ack_wanted.clear()
+            try:
+                await self._flush_acks()
+                failures = 0
+            except _DISCONNECTED as exc:
+                failures += 1
+                self._ack_wanted.set()
+                await self._reconnect_pause(exc, failures)
+
+    async def _flush_acks(self) -> None:
+        if not self._acks:
+            return
+        acks, self._acks = self._acks, {}
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream, ids in acks.items():
+                    pipe.xack(stream, self.group, *ids)
+                await pipe.execute()
+        except BaseException:
+            for stream, ids in acks.items():  # keep them for the next flush
+                self._acks.setdefault(stream, []).extend(ids)
+            raise
+        for stream, ids in acks.items():
+            self.stats.acked += len(ids)
+            for entry_id in ids:
+                self._inflight.pop((stream, entry_id), None)
+        self._room.set()
+
+    # -- side loops ---------------------------------------------------------
+    def _renew_interval(self) -> float:
+        return max(0.05, self.options.claim_timeout_ms / 3000)
+
+    def _reclaim_interval(self) -> float:
+        return min(5.0, max(0.1, self.options.claim_timeout_ms / 2000))
+
+    async def _renew(self) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in list(self._inflight):
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, entry_id in await claims.renew(self.redis, self.group, self.name, by_stream):
+            self.log.warning("entry %s of %s was claimed by another consumer", entry_id, stream)
+
+    async def _move_delayed(self) -> None:
+        await delayed.move_due(self.redis, self.keys)
+
+    async def _trim_streams(self) -> None:
+        calls = [([stream], [self.options.stream_maxlen, 10_000]) for stream in self.streams]
+        await _trim.run_many(self.redis, calls)
+
+    async def _relay_outbox(self) -> None:
+        await relay_stale(self.redis, self.keys, self.service.name)
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` every ``interval`` seconds; a failure is logged, never fatal."""
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            try:
+                await job()
+            except (RedisError, *_DISCONNECTED) as exc:
+                self.log.debug("%s failed: %s", getattr(job, "__name__", job), exc)
+            except Exception:
+                self.log.exception("%s failed", getattr(job, "__name__", job))
+
+    async def _reconnect_pause(self, exc: BaseException, failures: int) -> None:
+        delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+        self.log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
+        await asyncio.sleep(delay)
+
+    async def _retrying(self, job: Callable[[], Awaitable[Any]]) -> None:
+        failures = 0
+        while True:
+            try:
+                await job()
+                return
+            except _DISCONNECTED as exc:
+                failures += 1
+                await self._reconnect_pause(exc, failures)
+
+
+TRIMMED_REASON = f"{TRIMMED}: the entry was deleted from the stream while still pending"
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

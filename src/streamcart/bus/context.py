@@ -1,0 +1,138 @@
+"""What a handler gets besides its payload: its effects are collected here.
+
+Writes go through ``ctx.tx`` and events through ``ctx.publish`` / ``ctx.send``;
+the runtime commits them together with the message's idempotency marker in
+one ``MULTI`` transaction, or not at all (see :mod:`streamcart.bus.commit`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from streamcart.bus.envelope import Envelope, Fields, build_fields
+from streamcart.bus.keys import Keys
+from streamcart.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from streamcart.bus.service import Service
+
+Op = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+class Tx:
+    """Records Redis writes to run in the handler's commit transaction.
+
+    Any redis-py command works (``ctx.tx.hset(...)``, ``ctx.tx.incrby(...)``);
+    its first argument must be a key of the service's own hash slot, so the
+    transaction stays in one Redis Cluster slot.
+    """
+
+    __slots__ = ("_tag", "ops")
+
+    def __init__(self, tag: str) -> None:
+        self._tag = tag
+        self.ops: list[Op] = []
+
+    def __getattr__(self, command: str) -> Callable[..., Tx]:
+        if command.startswith("_") or not callable(getattr(Pipeline, command, None)):
+            raise AttributeError(f"Tx has no Redis command {command!r}")
+
+        def record(key: str, *args: Any, **kwargs: Any) -> Tx:
+            if not key.startswith(self._tag):
+                raise ConfigurationError(
+                    f"tx.{command}({key!r}): transactional writes must use keys of the "
+                    f"service's own slot; build them with ctx.key(...)"
+                )
+            self.ops.append((command, (key, *args), kwargs))
+            return self
+
+        return record
+
+
+class Outgoing:
+    """A message a handler emitted, to be published when the handler commits."""
+
+    __slots__ = ("fields", "stream")
+
+    def __init__(self, stream: str, fields: Fields) -> None:
+        self.stream = stream
+        self.fields = fields
+
+
+class Context:
+    """The handler's view of the world for one message."""
+
+    __slots__ = (
+        "_tx",
+        "done_key",
+        "keys",
+        "logger",
+        "message",
+        "outgoing",
+        "pipe",
+        "redis",
+        "service",
+    )
+
+    def __init__(
+        self,
+        service: Service,
+        message: Envelope,
+        redis: Redis,
+        keys: Keys,
+        logger: logging.Logger,
+    ) -> None:
+        self.service = service
+        self.message = message
+        self.redis = redis
+        self.keys = keys
+        self.logger = logger
+        self.outgoing: list[Outgoing] = []
+        self.done_key = keys.done(service.name, message.id)
+        # Holds the connection of a WATCH, from ctx.watch() to the commit.
+        self.pipe: Pipeline | None = None
+        self._tx: Tx | None = None
+
+    @property
+    def tx(self) -> Tx:
+        """Writes committed atomically with the message's acknowledgement."""
+        if self._tx is None:
+            self._tx = Tx(self.keys.service_tag(self.service.name))
+        return self._tx
+
+    @property
+    def has_effects(self) -> bool:
+        return bool(self.outgoing or (self._tx is not None and self._tx.ops))
+
+    def key(self, *parts: str) -> str:
+        """A key in this service's own hash slot."""
+        return self.keys.state(self.service.name, *parts)
+
+    async def watch(self, *keys: str) -> None:
+        """Fail the commit (and run the handler again) if these keys change
+        before it: optimistic concurrency for read-then-write handlers.
+
+        Call it before reading the keys.
+        """
+        if self.pipe is None:
+            self.pipe = self.redis.pipeline(transaction=True)
+            await self.pipe.watch(self.done_key, *keys)
+        else:
+            await self.pipe.watch(*keys)
+
+    def publish(self, message_type: str, data: Any, *, key: str | None = None) -> None:
+        """Emit an event to its topic stream, once the handler commits."""
+        self.outgoing.append(
+            Outgoing(self.keys.stream_for(message_type), build_fields(message_type, data, key=key))
+        )
+
+    def send(self, service: str, message_type: str, data: Any, *, key: str | None = None) -> None:
+        """Send a command to one service's inbox, once the handler commits."""
+        self.outgoing.append(
+            Outgoing(self.keys.inbox(service), build_fields(message_type, data, key=key))
+        )

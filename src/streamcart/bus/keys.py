@@ -1,0 +1,68 @@
+"""Every Redis key name streamcart uses, built in one place.
+
+Stream names are the public contract (DESIGN section 3). A service's own
+state lives under the hash tag ``{<ns>:<service>}`` so that a transaction or
+script touching several of its keys stays inside one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+
+def topic_of(message_type: str) -> str:
+    """The topic of an event type: its first dotted segment."""
+    return message_type.partition(".")[0]
+
+
+class Keys:
+    """Key names under one namespace."""
+
+    __slots__ = ("namespace",)
+
+    def __init__(self, namespace: str = "sc") -> None:
+        self.namespace = namespace
+
+    # -- streams (contract) -------------------------------------------------
+    def events(self, topic: str) -> str:
+        return f"{self.namespace}:events:{topic}"
+
+    def inbox(self, service: str) -> str:
+        return f"{self.namespace}:inbox:{service}"
+
+    def dlq(self, service: str) -> str:
+        return f"{self.namespace}:dlq:{service}"
+
+    def stream_for(self, message_type: str) -> str:
+        """The topic stream an event of this type is published to."""
+        return self.events(topic_of(message_type))
+
+    # -- a service's own slot -----------------------------------------------
+    def service_tag(self, service: str) -> str:
+        return f"{{{self.namespace}:{service}}}"
+
+    def state(self, service: str, *parts: str) -> str:
+        """A key in the service's own hash slot, for its state."""
+        return ":".join((self.service_tag(service), *parts))
+
+    def done(self, service: str, message_id: str) -> str:
+        """Marks a message whose effects are committed (idempotency)."""
+        return self.state(service, "done", message_id)
+
+    def outbox(self, service: str) -> str:
+        """Events committed with the state, waiting to be relayed."""
+        return self.state(service, "outbox")
+
+    def consumer_lease(self, service: str, consumer: str) -> str:
+        return self.state(service, "consumer", consumer)
+
+    # -- delayed delivery ---------------------------------------------------
+    def delayed(self, stream: str) -> str:
+        """The sorted set of messages waiting to enter ``stream``.
+
+        The hash tag is the stream's whole name, so this key and the stream
+        share a slot and the mover can move entries in one script.
+        """
+        return f"{self.namespace}:delayed:{{{stream}}}"
+
+    def delayed_index(self) -> str:
+        """The set of streams that have a delayed sorted set."""
+        return f"{self.namespace}:delayed-index"

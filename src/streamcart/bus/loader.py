@@ -1,0 +1,43 @@
+"""Finding a service by name (built-in) or by import path (``pkg.module:attr``)."""
+
+from __future__ import annotations
+
+import importlib
+
+from streamcart.bus.service import Service
+from streamcart.errors import ConfigurationError
+
+# Built-in services: name -> "module:factory".
+BUILTIN: dict[str, str] = {
+    "counter": "streamcart.examples.counter:build",
+}
+
+
+def load_service(spec: str) -> Service:
+    """Build the service named by ``spec``.
+
+    ``spec`` is a built-in name, or ``module:attr`` where ``attr`` is a
+    ``Service`` or a function returning one.
+
+    Raises:
+        ConfigurationError: nothing usable is found; the message lists the choices.
+    """
+    target = BUILTIN.get(spec, spec)
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise ConfigurationError(
+            f"unknown service {spec!r}: use one of {sorted(BUILTIN)} or 'package.module:service'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import {module_name!r} for service {spec!r}: {exc}"
+        ) from exc
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ConfigurationError(f"{module_name!r} has no attribute {attr!r}")
+    service = obj if isinstance(obj, Service) else obj() if callable(obj) else None
+    if not isinstance(service, Service):
+        raise ConfigurationError(f"{target!r} is not a Service nor a function returning one")
+    return service

@@ -1,0 +1,149 @@
+"""A supervised pool of worker processes, for one service or several.
+
+Each child runs one consumer (see :mod:`streamcart.bus.worker`) under a pool
+token that stays the same across its restarts, so a restarted child gets its
+old consumer name back and first finishes its own pending entries. A child
+that dies is restarted with exponential backoff; SIGTERM/SIGINT stops every
+child gracefully, and kills what is still running after the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import time
+import uuid
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from streamcart.bus.loader import load_service
+from streamcart.bus.worker import run_worker
+
+log = logging.getLogger("streamcart.pool")
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def _child(
+    spec: str, redis_url: str, namespace: str, concurrency: int, token: str, level: int
+) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    service = load_service(spec)
+    asyncio.run(
+        run_worker(service, redis_url, namespace=namespace, concurrency=concurrency, token=token)
+    )
+
+
+class _Slot:
+    def __init__(self, spec: str, index: int, token: str) -> None:
+        self.spec = spec
+        self.index = index
+        self.token = token
+        self.process: BaseProcess | None = None
+        self.started = 0.0
+        self.failures = 0
+        self.restart_at = 0.0
+
+
+class Pool:
+    """Child processes per service: ``services`` maps a service spec to a count."""
+
+    def __init__(
+        self,
+        services: dict[str, int],
+        redis_url: str,
+        *,
+        namespace: str = "sc",
+        concurrency: int = 32,
+        grace_s: float = 15.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.concurrency = concurrency
+        self.grace_s = grace_s
+        self.max_backoff_s = max_backoff_s
+        pool_id = uuid.uuid4().hex[:12]
+        self.slots = [
+            _Slot(spec, i, f"{pool_id}:{spec}:{i}")
+            for spec, processes in services.items()
+            for i in range(processes)
+        ]
+        self._stopping = False
+
+    def run(self) -> None:
+        """Supervise until SIGTERM or SIGINT, then stop the children."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for slot in self.slots:
+                self._start(slot)
+            while not self._stopping:
+                self._supervise()
+                time.sleep(0.2)
+        finally:
+            self._stop_all()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if s.process and s.process.pid]
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def _start(self, slot: _Slot) -> None:
+        process = _SPAWN.Process(
+            target=_child,
+            args=(
+                slot.spec,
+                self.redis_url,
+                self.namespace,
+                self.concurrency,
+                slot.token,
+                logging.getLogger().getEffectiveLevel(),
+            ),
+            name=f"streamcart-{slot.spec}-{slot.index}",
+        )
+        process.start()
+        slot.process = process
+        slot.started = time.monotonic()
+        log.info("started %s worker %d (pid %s)", slot.spec, slot.index, process.pid)
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.is_alive():
+                if now - slot.started > 60:
+                    slot.failures = 0  # it has been healthy for a while
+                continue
+            if process is not None:
+                process.join()
+                slot.failures += 1
+                backoff = min(self.max_backoff_s, 0.5 * 2 ** (slot.failures - 1))
+                slot.restart_at = now + backoff
+                slot.process = None
+                log.warning(
+                    "%s worker %d exited with code %s; restarting in %.1fs",
+                    slot.spec,
+                    slot.index,
+                    process.exitcode,
+                    backoff,
+                )
+            elif now >= slot.restart_at:
+                self._start(slot)
+
+    def _stop_all(self) -> None:
+        running = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
+        for process in running:
+            process.terminate()  # SIGTERM: the child drains and exits
+        deadline = time.monotonic() + self.grace_s
+        for process in running:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker pid %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()

@@ -1,0 +1,53 @@
+"""Lua scripts kept in ``.lua`` files beside the code that runs them.
+
+Scripts run by SHA; after a Redis restart empties the script cache, the
+``NOSCRIPT`` reply makes us load the script and run it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+Arg = str | int | float | bytes
+
+
+class Script:
+    """One Lua script, keys in KEYS and values in ARGV only."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, package: str = "streamcart.bus") -> None:
+        self.name = name
+        self.source = (files(package) / name).read_text(encoding="utf-8")
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await redis.script_load(self.source)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run_many(
+        self, redis: Redis, calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]
+    ) -> list[Any]:
+        """Run the script once per (keys, args) in one pipelined round trip."""
+        if not calls:
+            return []
+        for attempt in (1, 2):
+            async with redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(self.sha, len(keys), *keys, *args)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await redis.script_load(self.source)
+        raise AssertionError("unreachable")

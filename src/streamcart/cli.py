@@ -1,0 +1,289 @@
+"""The ``streamcart`` command: parse, build, delegate.
+
+Redis URL: ``--redis-url``, else ``STREAMCART_REDIS_URL``, else ``REDIS_URL``,
+else the embedded server (reused when running, started when not).
+Exit codes: 0 ok, 1 failure, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.table import Table
+
+from streamcart.bus import deadletter
+from streamcart.bus.connection import connect
+from streamcart.bus.keys import Keys
+from streamcart.bus.loader import BUILTIN, load_service
+from streamcart.bus.publisher import Publisher
+from streamcart.config import Settings
+from streamcart.errors import ConfigurationError, StreamcartError
+
+T = TypeVar("T")
+console = Console()
+
+
+class State:
+    """What the group's options resolved to, handed to every command."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+
+    def redis_url(self) -> str:
+        if self.settings.redis_url:
+            return self.settings.redis_url
+        from streamcart.bus.embedded import ensure_embedded
+
+        return ensure_embedded()
+
+    def run(self, job: Callable[[Redis], Awaitable[T]]) -> T:
+        """Run ``job`` with a client, turning Redis failures into a clear exit 1."""
+
+        async def main() -> T:
+            redis = connect(self.redis_url())
+            try:
+                return await job(redis)
+            finally:
+                await redis.aclose()
+
+        return _run(main())
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except (RedisError, OSError) as exc:
+        raise click.ClickException(f"redis: {exc}") from exc
+    except StreamcartError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--redis-url", metavar="URL", help="Redis to use (default: env, else embedded).")
+@click.option("--namespace", metavar="NS", help="Key namespace (default: sc).")
+@click.option("-v", "--verbose", count=True, help="Debug log output.")
+@click.version_option(package_name="streamcart")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str | None, namespace: str | None, verbose: int) -> None:
+    """streamcart: an e-commerce backend as Redis Streams worker pools."""
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("redis").setLevel(logging.INFO)
+    settings = Settings.from_env(redis_url=redis_url)
+    if namespace:
+        settings = Settings(redis_url=settings.redis_url, namespace=namespace)
+    ctx.obj = State(settings)
+
+
+def _service_spec(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        load_service(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+@main.command()
+@click.argument("service", callback=_service_spec)
+@click.option(
+    "--processes",
+    "-p",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Worker processes; more than one runs a supervised pool.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Handlers running at once in each process.",
+)
+@pass_state
+def worker(state: State, service: str, processes: int, concurrency: int) -> None:
+    """Run worker processes for SERVICE (a built-in name or module:attr)."""
+    url = state.redis_url()
+    if processes == 1:
+        from streamcart.bus.worker import run_worker
+
+        _run(
+            run_worker(
+                load_service(service),
+                url,
+                namespace=state.settings.namespace,
+                concurrency=concurrency,
+            )
+        )
+        return
+    from streamcart.bus.pool import Pool
+
+    Pool(
+        {service: processes}, url, namespace=state.settings.namespace, concurrency=concurrency
+    ).run()
+
+
+@main.command()
+@click.option(
+    "--processes",
+    "-p",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes per service.",
+)
+@pass_state
+def up(state: State, processes: int) -> None:
+    """Start the whole system: Redis (embedded unless a URL is set) and every service."""
+    url = state.redis_url()
+    console.print(f"[bold]streamcart[/] up on {url}; services: {', '.join(BUILTIN)}. Ctrl-C stops.")
+    from streamcart.bus.pool import Pool
+
+    Pool(dict.fromkeys(BUILTIN, processes), url, namespace=state.settings.namespace).run()
+
+
+def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f'not JSON ({exc}); quote it: \'{{"name": "a"}}\'') from exc
+    if not isinstance(decoded, dict):
+        raise click.BadParameter('must be a JSON object, like \'{"name": "a"}\'')
+    return value
+
+
+@main.command()
+@click.argument("type_", metavar="TYPE")
+@click.argument("data", callback=_json_object)
+@click.option("--key", help="The entity the message is about.")
+@click.option("--to", "to", metavar="SERVICE", help="Send to this service's inbox (a command).")
+@click.option("--delay-ms", type=click.IntRange(0), help="Deliver after this many milliseconds.")
+@pass_state
+def publish(
+    state: State, type_: str, data: str, key: str | None, to: str | None, delay_ms: int | None
+) -> None:
+    """Publish a message of TYPE with JSON DATA; prints its id.
+
+    Events go to their topic stream (order.placed -> sc:events:order);
+    with --to, the message goes to that service's inbox.
+    """
+    if "." not in type_:
+        raise click.BadParameter("must look like 'topic.name'", param_hint="TYPE")
+    message_id = state.run(
+        lambda r: Publisher(r, state.keys).publish(type_, data, key=key, to=to, delay_ms=delay_ms)
+    )
+    click.echo(message_id)
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect, replay or purge a service's dead letters."""
+
+
+@dlq.command("list")
+@click.argument("service")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_state
+def dlq_list(state: State, service: str, limit: int, as_json: bool) -> None:
+    """List SERVICE's dead letters, oldest first."""
+
+    async def job(redis: Redis) -> tuple[int, list[deadletter.Entry]]:
+        total = await deadletter.count_dead(redis, state.keys, service)
+        return total, await deadletter.list_dead(redis, state.keys, service, count=limit)
+
+    total, entries = state.run(job)
+    if as_json:
+        for entry_id, fields in entries:
+            click.echo(json.dumps({"dlq_entry": entry_id, **fields}))
+        return
+    table = Table(title=f"{state.keys.dlq(service)}: {total} dead letters")
+    for column in ("entry", "type", "attempts", "error"):
+        table.add_column(column, overflow="fold")
+    for entry_id, fields in entries:
+        table.add_row(
+            entry_id,
+            fields.get("type", "-"),
+            fields.get("dlq_attempts", ""),
+            fields.get("dlq_error", ""),
+        )
+    console.print(table)
+
+
+@dlq.command("show")
+@click.argument("service")
+@click.argument("entry_id")
+@pass_state
+def dlq_show(state: State, service: str, entry_id: str) -> None:
+    """Print one dead letter of SERVICE with all its fields."""
+    entries = state.run(lambda r: r.xrange(state.keys.dlq(service), entry_id, entry_id))
+    if not entries:
+        raise click.ClickException(f"no dead letter {entry_id} in {state.keys.dlq(service)}")
+    click.echo(json.dumps(entries[0][1], indent=2))
+
+
+@dlq.command("replay")
+@click.argument("service")
+@click.argument("entry_ids", nargs=-1)
+@pass_state
+def dlq_replay(state: State, service: str, entry_ids: tuple[str, ...]) -> None:
+    """Send SERVICE's dead letters (all, or ENTRY_IDS) back to its inbox."""
+    count = state.run(lambda r: deadletter.replay(r, state.keys, service, list(entry_ids) or None))
+    click.echo(f"replayed {count} to {state.keys.inbox(service)}")
+
+
+@dlq.command("purge")
+@click.argument("service")
+@click.argument("entry_ids", nargs=-1)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def dlq_purge(state: State, service: str, entry_ids: tuple[str, ...], yes: bool) -> None:
+    """Delete SERVICE's dead letters (all, or ENTRY_IDS) for good."""
+    what = f"{len(entry_ids)} dead letters" if entry_ids else "every dead letter"
+    if not yes and not click.confirm(f"Delete {what} of {service}?", default=False):
+        raise click.Abort
+    count = state.run(lambda r: deadletter.purge(r, state.keys, service, list(entry_ids) or None))
+    click.echo(f"purged {count}")
+
+
+@main.command("redis")
+@click.option("--stop", is_flag=True, help="Stop the embedded server.")
+@pass_state
+def redis_command(state: State, stop: bool) -> None:
+    """Start (or reuse) the embedded Redis server and print its URL.
+
+    Data lives under .streamcart/ (or $STREAMCART_HOME) with the append-only
+    file on, so a restart loses nothing; it listens on 127.0.0.1 only.
+    """
+    from streamcart.bus.embedded import EmbeddedRedis, default_data_dir, ensure_embedded
+
+    if stop:
+        server = EmbeddedRedis(default_data_dir())
+        if server.running_url() is None:
+            click.echo("the embedded server is not running")
+            return
+        server.stop()
+        click.echo("stopped")
+        return
+    try:
+        click.echo(ensure_embedded())
+    except StreamcartError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

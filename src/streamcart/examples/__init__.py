@@ -1,0 +1,1 @@
+"""Small example services used by the README, the tests and the benchmark."""

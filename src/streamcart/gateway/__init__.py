@@ -1,0 +1,1 @@
+"""The HTTP edge: auth, rate limits, routing, breakers."""

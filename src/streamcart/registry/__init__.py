@@ -1,0 +1,1 @@
+"""Instances, heartbeats, discovery and health monitoring."""

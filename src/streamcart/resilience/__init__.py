@@ -1,0 +1,1 @@
+"""Token-bucket limiter, circuit breaker and retry policies."""

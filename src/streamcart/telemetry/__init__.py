@@ -1,0 +1,1 @@
+"""Tracing through streams, span export and metrics."""

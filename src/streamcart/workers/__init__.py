@@ -1,0 +1,1 @@
+"""The e-commerce domain services, one module or package each."""
