@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from streamcart.bus.service import Service
 from streamcart.errors import ConfigurationError
@@ -28,6 +30,8 @@ def load_service(spec: str) -> Service:
         raise ConfigurationError(
             f"unknown service {spec!r}: use one of {sorted(BUILTIN)} or 'package.module:service'"
         )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `streamcart worker shop:svc` finds ./shop.py
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
