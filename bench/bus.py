@@ -108,7 +108,9 @@ async def worker_rss(url: str, namespace: str, count: int) -> float:
         [Message(type="counter.noop", data=p, to="counter") for p in payloads(count)]
     )
     args = ["--redis-url", url, "--namespace", namespace, "worker", "counter"]
-    worker = subprocess.Popen([sys.executable, "-m", "streamcart", *args], stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streamcart", *args], stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -117,7 +119,9 @@ async def worker_rss(url: str, namespace: str, count: int) -> float:
                 break
             await asyncio.sleep(0.1)
         status = Path(f"/proc/{worker.pid}/status").read_text()
-        peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        peak_kb = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")
+        )
         return peak_kb / 1024
     finally:
         worker.terminate()

@@ -102,6 +102,7 @@ class Consumer:
         self._running = 0
         self._idle = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._ready = asyncio.Event()
         self._needs_recovery = True
 
@@ -129,14 +130,22 @@ class Consumer:
                 if task.done() and not task.cancelled() and task.exception():
                     raise task.exception()  # type: ignore[misc]
         finally:
+            # Loops stop between Redis commands: cancelling one mid-command can
+            # leave the connection (or a fake of it) in an unknown state.
             self._stopping = True
-            await _cancel(side)
+            self._stopped.set()
+            self._room.set()
+            _, late = await asyncio.wait(side, timeout=self.options.block_ms / 1000 + 5)
+            await _cancel(list(late))
             self._drop_queued()
             await self._wait_idle(grace_s=self.options.shutdown_grace_s)
             await _cancel(workers)
-            with contextlib.suppress(RedisError, *_DISCONNECTED):
-                await self._flush_acks()
-            await _cancel([acker])
+            # The acker flushes what is left and returns; cancelling it mid-flush could lose acks.
+            self._ack_wanted.set()
+            try:
+                await asyncio.wait_for(acker, 5.0)
+            except (TimeoutError, RedisError, *_DISCONNECTED) as exc:
+                self.log.warning("could not flush the last acknowledgements: %r", exc)
 
     @property
     def ready(self) -> asyncio.Event:
@@ -160,13 +169,15 @@ class Consumer:
     async def _read_loop(self) -> None:
         read_ids = dict.fromkeys(self.streams, ">")
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 if self._needs_recovery:
                     await self._recover_own_pending()
                     self._needs_recovery = False
                     self._ready.set()
                 room = await self._wait_for_room()
+                if self._stopping:
+                    return
                 reply = await self.redis.xreadgroup(
                     self.group,
                     self.name,
@@ -175,6 +186,8 @@ class Consumer:
                     block=self.options.block_ms,
                 )
                 failures = 0
+                if self._stopping:
+                    return  # what this last read got stays pending for the next owner
             except _DISCONNECTED as exc:
                 failures += 1
                 self._needs_recovery = True
@@ -195,7 +208,7 @@ class Consumer:
         disconnected predecessor did not acknowledge."""
         for stream in self.streams:
             after = "0"
-            while True:
+            while not self._stopping:
                 room = await self._wait_for_room()
                 entries = await claims.read_own_pending(
                     self.redis,
@@ -251,10 +264,10 @@ class Consumer:
         self._queue.put_nowait(item)
 
     async def _wait_for_room(self) -> int:
-        while (room := self.prefetch - len(self._inflight)) <= 0:
+        while (room := self.prefetch - len(self._inflight)) <= 0 and not self._stopping:
             self._room.clear()
             await self._room.wait()
-        return room
+        return max(room, 1)
 
     # -- handling -----------------------------------------------------------
     async def _work(self) -> None:
@@ -423,9 +436,13 @@ class Consumer:
                 await self._flush_acks()
                 failures = 0
             except _DISCONNECTED as exc:
+                if self._stopping:
+                    raise
                 failures += 1
                 self._ack_wanted.set()
                 await self._reconnect_pause(exc, failures)
+            if self._stopping and not self._acks:
+                return
 
     async def _flush_acks(self) -> None:
         if not self._acks:
@@ -472,8 +489,10 @@ class Consumer:
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         """Run ``job`` every ``interval`` seconds; a failure is logged, never fatal."""
-        while True:
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), interval * random.uniform(0.8, 1.2))
+                return
             try:
                 await job()
             except (RedisError, *_DISCONNECTED) as exc:

@@ -14,6 +14,7 @@ from streamcart.bus.connection import connect
 from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
 from streamcart.bus.lease import LEASE_MS, ConsumerLease
+from streamcart.bus.preflight import check_server
 from streamcart.bus.service import Service
 
 log = logging.getLogger("streamcart.worker")
@@ -38,6 +39,7 @@ async def run_worker(
     redis = connect(redis_url, options=service.options)
     lease = ConsumerLease(redis, keys, service.name, token or uuid.uuid4().hex)
     try:
+        await check_server(redis)
         name = await lease.acquire()
         consumer = Consumer(service, redis, name=name, keys=keys, concurrency=concurrency)
         log.info("%s worker %s consuming %s", service.name, name, ", ".join(consumer.streams))

@@ -1,0 +1,44 @@
+"""Helpers to run a consumer on fakeredis until something is true."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+
+from streamcart.bus.consumer import Consumer
+from streamcart.bus.keys import Keys
+from streamcart.bus.service import Service
+
+KEYS = Keys("t")
+
+
+@asynccontextmanager
+async def running(
+    service: Service, redis: Redis, *, name: str = "c1", concurrency: int = 8
+) -> AsyncIterator[Consumer]:
+    """A consumer running in the background; stopped gracefully on exit."""
+    consumer = Consumer(service, redis, name=name, keys=KEYS, concurrency=concurrency)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        except TimeoutError:
+            for t in asyncio.all_tasks():
+                t.print_stack(limit=4)
+            raise
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Wait until ``check()`` is true; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s: {check.__doc__ or check}")
+        await asyncio.sleep(0.02)
