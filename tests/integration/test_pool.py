@@ -1,0 +1,132 @@
+"""The supervised pool and `streamcart up`, as processes a user starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.support import child_env, cli
+
+pytestmark = pytest.mark.chaos
+
+
+def children(pid: int) -> set[int]:
+    """The worker processes of a pool (not its other helpers, like a resource tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = {int(p) for p in path.read_text().split()} if path.exists() else set()
+    return {kid for kid in kids if b"spawn_main" in _cmdline(kid)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def wait_for(check: Callable[[], bool], within: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within}s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        keys = list(client.scan_iter(match=f"*{namespace}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def publish(client: redis.Redis, namespace: str, count: int, prefix: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        pipe.xadd(
+            f"{namespace}:inbox:counter",
+            {"type": "counter.increment", "data": f'{{"name": "{prefix}"}}', "id": f"{prefix}-{i}"},
+        )
+    pipe.execute()
+
+
+def test_a_pool_restarts_a_killed_child_and_stops_cleanly(
+    redis_url: str, namespace: str, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    argv = cli(redis_url, namespace, "worker", "tests.integration.services:fast_counter", "-p", "2")
+    with open(tmp_path / "pool.log", "wb") as log:
+        pool = subprocess.Popen(argv, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+    counts = f"{{{namespace}:counter}}:counts"
+    try:
+        wait_for(lambda: len(children(pool.pid)) == 2, what="two children")
+        publish(sync_redis, namespace, 200, "a")
+        wait_for(lambda: sync_redis.hget(counts, "a") == "200", what="first load handled")
+
+        victim = sorted(children(pool.pid))[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(children(pool.pid) - {victim}) == 2, what="the killed child restarted")
+        publish(sync_redis, namespace, 200, "b")
+        wait_for(lambda: sync_redis.hget(counts, "b") == "200", what="second load handled")
+
+        kids = children(pool.pid)
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(30) == 0
+        for kid in kids:
+            assert not Path(f"/proc/{kid}").exists() or "Z" in _state(kid)
+    finally:
+        if pool.poll() is None:
+            pool.kill()
+            pool.wait()
+    applied = sync_redis.hgetall(f"{{{namespace}:counter}}:applied")
+    assert len(applied) == 400 and set(applied.values()) == {"1"}
+    assert "exited with code -9; restarting" in (tmp_path / "pool.log").read_text()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "Z"
+
+
+def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
+    env = {k: v for k, v in child_env().items() if k not in ("STREAMCART_REDIS_URL", "REDIS_URL")}
+    env["STREAMCART_HOME"] = str(tmp_path / "home")
+    streamcart = [sys.executable, "-m", "streamcart"]
+    with open(tmp_path / "up.log", "wb") as log:
+        up = subprocess.Popen([*streamcart, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url_file = tmp_path / "home" / "redis.url"
+        wait_for(url_file.exists, what="the embedded server")
+        client = redis.Redis.from_url(url_file.read_text().strip(), decode_responses=True)
+        wait_for(lambda: bool(children(up.pid)), what="the workers")
+        published = subprocess.run(
+            [*streamcart, "publish", "counter.increment", '{"name": "up"}', "--to", "counter"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert published.stdout.strip()  # the message id
+        wait_for(lambda: client.hget("{sc:counter}:counts", "up") == "1", what="handled")
+        client.close()
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        subprocess.run([*streamcart, "redis", "--stop"], env=env, timeout=60, check=False)
