@@ -181,7 +181,7 @@ class Consumer:
                 reply = await self.redis.xreadgroup(
                     self.group,
                     self.name,
-                    read_ids,  # type: ignore[arg-type]
+                    read_ids,
                     count=min(room, self.options.batch_size),
                     block=self.options.block_ms,
                 )
@@ -413,7 +413,7 @@ class Consumer:
             service=self.service.name,
             at_ms=int(time.time() * 1000),
         )
-        await self.redis.xadd(self.keys.dlq(self.service.name), fields)  # type: ignore[arg-type]
+        await self.redis.xadd(self.keys.dlq(self.service.name), fields)
         self.stats.dead_lettered += 1
         self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)
         self._ack(item)

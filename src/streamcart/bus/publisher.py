@@ -58,7 +58,7 @@ class Publisher:
         if delay_ms:
             await delayed.schedule(self.redis, self.keys, stream, fields, delay_ms)
         else:
-            await self.redis.xadd(stream, fields)  # type: ignore[arg-type]
+            await self.redis.xadd(stream, fields)
         return fields[ID]
 
     async def publish_many(self, messages: Iterable[Message], *, chunk: int = 1_000) -> list[str]:
@@ -81,5 +81,5 @@ class Publisher:
     async def _send(self, entries: list[tuple[str, Fields]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, fields in entries:
-                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                pipe.xadd(stream, fields)
             await pipe.execute()
