@@ -40,14 +40,16 @@ class Script:
         """Run the script once per (keys, args) in one pipelined round trip."""
         if not calls:
             return []
-        for attempt in (1, 2):
-            async with redis.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.evalsha(self.sha, len(keys), *keys, *args)
-                try:
-                    return list(await pipe.execute())
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await redis.script_load(self.source)
-        raise AssertionError("unreachable")
+        try:
+            return await self._pipelined(redis, calls)
+        except NoScriptError:
+            await redis.script_load(self.source)
+            return await self._pipelined(redis, calls)
+
+    async def _pipelined(
+        self, redis: Redis, calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]
+    ) -> list[Any]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            return list(await pipe.execute())
