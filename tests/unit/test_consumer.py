@@ -364,3 +364,29 @@ async def test_stopping_finishes_running_handlers_and_leaves_the_rest_pending(
         await eventually(two_started)
     assert finished == started  # the running ones completed during shutdown
     assert await pending(fake_redis) == 8  # the rest are left for another worker
+
+
+async def test_a_handlers_own_os_error_is_retried_like_any_failure(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    options = ServiceOptions(block_ms=20, retry_initial_ms=10, max_attempts=3, inline_attempts=3)
+    svc = Service("counter", options=options)
+    calls = 0
+
+    @svc.on("counter.fetch")
+    async def fetch(msg: Job, ctx: Context) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionRefusedError("the provider is down")  # an OSError, not Redis
+        ctx.tx.hincrby(ctx.key("counts"), msg.name, 1)
+
+    await Publisher(fake_redis, KEYS).publish("counter.fetch", {"name": "p"}, to="counter")
+    async with running(svc, fake_redis) as consumer:
+
+        async def handled() -> bool:
+            return (await counts(fake_redis)).get("p") == "1"
+
+        await eventually(handled)
+    assert calls == 3
+    assert consumer.stats.failed == 2 and consumer.stats.handled == 1

@@ -40,7 +40,8 @@ from streamcart.bus.service import Handler, Service
 from streamcart.errors import MalformedEntryError, PermanentError, TransientError, UnknownTypeError
 
 _trim = Script("trim.lua")
-_DISCONNECTED = (RedisConnectionError, RedisTimeoutError, OSError)
+# A handler's own OSError is a failure like any other; only these mean Redis is gone.
+_DISCONNECTED = (RedisConnectionError, RedisTimeoutError)
 
 
 class Item:
@@ -378,14 +379,17 @@ class Consumer:
                 async for try_ in retrying:
                     with try_:
                         attempt += 1
-                        await self._invoke(envelope, handler, payload)
+                        try:
+                            await self._invoke(envelope, handler, payload)
+                        except Exception:
+                            self.stats.failed += 1
+                            raise
             except PermanentError as exc:
                 await self._dead_letter(item, describe(exc), attempt)
                 return
             except _DISCONNECTED:
                 raise
             except Exception as exc:
-                self.stats.failed += 1
                 error = exc
             else:
                 self.stats.handled += 1
