@@ -71,3 +71,12 @@ async def test_a_lease_gives_each_process_its_own_stable_name(fake_redis: FakeAs
     newcomer = ConsumerLease(fake_redis, KEYS, "orders", "pool-b:0")
     assert await newcomer.acquire(host="h") == "h-0"  # freed names are reused
     assert await first.renew() is False  # and the old holder knows it lost it
+
+
+async def test_renew_ignores_entries_already_acknowledged(fake_redis: FakeAsyncRedis) -> None:
+    ids = await _fill(fake_redis, 2)
+    await fake_redis.xgroup_create(STREAM, "g", id="0")
+    await fake_redis.xreadgroup("g", "me", {STREAM: ">"}, count=2)
+    await fake_redis.xack(STREAM, "g", ids[0])  # acknowledged while the renewal was queued
+    assert await claims.renew(fake_redis, "g", "me", {STREAM: ids}) == []
+    assert (await fake_redis.xpending(STREAM, "g"))["pending"] == 1  # nothing re-created

@@ -32,13 +32,12 @@ async def commit(ctx: Context, *, done_ttl_s: int) -> bool:
     Raises:
         ConflictError: a key the handler watched changed; run it again.
     """
-    pipe = ctx.pipe
-    if pipe is None:
-        pipe = ctx.redis.pipeline(transaction=True)
-        await pipe.watch(ctx.done_key)
     outbox = ctx.keys.outbox(ctx.service.name)
     ops = ctx.tx.ops
+    pipe = ctx.pipe or ctx.redis.pipeline(transaction=True)
     try:
+        if ctx.pipe is None:
+            await pipe.watch(ctx.done_key)
         if await pipe.exists(ctx.done_key):
             return False
         pipe.multi()

@@ -103,6 +103,7 @@ class Consumer:
         self._running = 0
         self._idle = asyncio.Event()
         self._stopping = False
+        self._drained = False
         self._stopped = asyncio.Event()
         self._ready = asyncio.Event()
         self._needs_recovery = True
@@ -141,7 +142,9 @@ class Consumer:
             self._drop_queued()
             await self._wait_idle(grace_s=self.options.shutdown_grace_s)
             await _cancel(workers)
-            # The acker flushes what is left and returns; cancelling it mid-flush could lose acks.
+            # No handler runs any more: the acker flushes what is left and returns.
+            # Cancelling it mid-flush instead could lose acknowledgements.
+            self._drained = True
             self._ack_wanted.set()
             try:
                 await asyncio.wait_for(acker, 5.0)
@@ -440,12 +443,12 @@ class Consumer:
                 await self._flush_acks()
                 failures = 0
             except _DISCONNECTED as exc:
-                if self._stopping:
+                if self._drained:
                     raise
                 failures += 1
                 self._ack_wanted.set()
                 await self._reconnect_pause(exc, failures)
-            if self._stopping and not self._acks:
+            if self._drained and not self._acks:
                 return
 
     async def _flush_acks(self) -> None:

@@ -1,0 +1,57 @@
+"""Service factories that worker subprocesses load as ``tests.integration.services:<name>``.
+
+Small timeouts keep the chaos tests fast: a dead worker's entries are reclaimed
+after a second or two instead of the default thirty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from streamcart.bus.context import Context
+from streamcart.bus.options import ServiceOptions
+from streamcart.bus.service import Service
+from streamcart.examples import counter
+
+FAST_OPTIONS = ServiceOptions(
+    claim_timeout_ms=1500,
+    block_ms=200,
+    max_attempts=3,
+    retry_initial_ms=50,
+    inline_attempts=2,
+    shutdown_grace_s=5.0,
+)
+# The long-handler tests: the handler runs three times longer than the claim timeout.
+SLOW_OPTIONS = ServiceOptions(claim_timeout_ms=1000, block_ms=200, shutdown_grace_s=10.0)
+SLOW_HANDLER_MS = 3000
+
+
+def fast_counter() -> Service:
+    """The example counter with short claim, block and retry times."""
+    return counter.build(FAST_OPTIONS)
+
+
+class Work(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    sleep_ms: int = SLOW_HANDLER_MS
+
+
+def slow() -> Service:
+    """A service whose handler outlives the claim timeout and counts its own runs.
+
+    ``started`` and ``finished`` are written directly (outside the commit), so they
+    record every run of the handler, including one whose commit is later rejected.
+    """
+    service = Service("slow", options=SLOW_OPTIONS)
+
+    @service.on("slow.work")
+    async def work(msg: Work, ctx: Context) -> None:
+        await ctx.redis.hincrby(ctx.key("started"), ctx.message.id, 1)
+        await asyncio.sleep(msg.sleep_ms / 1000)
+        await ctx.redis.hincrby(ctx.key("finished"), ctx.message.id, 1)
+        ctx.tx.hincrby(ctx.key("counts"), msg.name, 1)
+        ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
+
+    return service

@@ -1,0 +1,159 @@
+"""A handler that runs longer than the claim timeout.
+
+While its worker lives, the worker keeps renewing its claim, so no other
+worker takes the entry over and the handler runs once. When the worker is
+frozen (SIGSTOP), another one takes the entry over after the timeout and
+finishes it; the frozen worker's late commit, once it resumes, is rejected.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from tests.integration.services import SLOW_HANDLER_MS, SLOW_OPTIONS
+from tests.integration.support import CounterKeys, Worker, Workers, pending, wait_for
+
+SLOW = "tests.integration.services:slow"
+GRACE_S = SLOW_OPTIONS.shutdown_grace_s + 10
+WORK = {"type": "slow.work", "data": '{"name": "w"}', "id": "m1"}
+
+
+async def _consumers(redis: Redis, keys: CounterKeys) -> list[str]:
+    try:
+        rows = await redis.xinfo_consumers(keys.inbox, keys.group)
+    except ResponseError:  # no stream or group yet
+        return []
+    return [row["name"] for row in rows]
+
+
+async def _consumers_at_least(redis: Redis, keys: CounterKeys, count: int) -> bool:
+    return len(await _consumers(redis, keys)) >= count
+
+
+async def _field(redis: Redis, key: str, field: str) -> str | None:
+    return await redis.hget(key, field)
+
+
+async def _equals(redis: Redis, key: str, field: str, value: str) -> bool:
+    return await _field(redis, key, field) == value
+
+
+async def _stop(worker: Worker) -> None:
+    """SIGTERM, then wait: a graceful stop lets a running handler finish first."""
+    worker.send(signal.SIGTERM)
+    assert await worker.wait_exit(within=GRACE_S) == 0, worker.tail()
+
+
+async def test_live_worker_keeps_its_long_handler_entry(
+    redis_url: str, namespace: str, real_redis: Redis, tmp_path: Path
+) -> None:
+    """A 3 s handler under a 1 s claim timeout, two workers running: the entry
+    keeps one owner and one delivery while the handler runs, it is never
+    reclaimed, and the handler runs exactly once."""
+    keys = CounterKeys(namespace, "slow")
+    with Workers(redis_url, namespace, tmp_path) as workers:
+        both = [workers.start(SLOW), workers.start(SLOW)]
+        for worker in both:
+            await worker.consumer_name()
+        await wait_for(
+            lambda: _consumers_at_least(real_redis, keys, 2),
+            within=20,
+            what="both workers reading",
+            context=workers.tails,
+        )
+        await real_redis.xadd(
+            keys.inbox, {"type": "slow.work", "data": '{"name": "w"}', "id": "m1"}
+        )
+
+        # Watch the pending entry for the whole run of the handler.
+        samples: list[dict[str, Any]] = []
+
+        async def done_while_sampling() -> bool:
+            rows = await real_redis.xpending_range(keys.inbox, keys.group, "-", "+", 10)
+            samples.extend(rows)
+            applied = await _field(real_redis, keys.state("applied"), "m1") == "1"
+            return applied and not rows
+
+        await wait_for(
+            done_while_sampling,
+            within=SLOW_HANDLER_MS / 1000 + 15,
+            what="the message applied and acknowledged",
+            context=workers.tails,
+        )
+        for worker in both:
+            await _stop(worker)
+
+    assert len(samples) > 10, "the entry was hardly ever seen pending"
+    assert {row["consumer"] for row in samples} == {samples[0]["consumer"]}, "it changed hands"
+    assert {row["times_delivered"] for row in samples} == {1}, "it was delivered again"
+    assert max(row["time_since_delivered"] for row in samples) < SLOW_OPTIONS.claim_timeout_ms
+    assert await real_redis.hgetall(keys.state("started")) == {"m1": "1"}
+    assert await real_redis.hgetall(keys.state("finished")) == {"m1": "1"}
+    assert await real_redis.hgetall(keys.state("applied")) == {"m1": "1"}
+    assert await real_redis.hgetall(keys.counts) == {"w": "1"}
+    assert await pending(real_redis, keys.inbox, keys.group) == 0
+
+
+@pytest.mark.chaos
+async def test_frozen_worker_is_taken_over_and_its_late_commit_rejected(
+    redis_url: str, namespace: str, real_redis: Redis, tmp_path: Path
+) -> None:
+    """SIGSTOP worker A inside its handler: worker B claims the entry after the
+    timeout and applies it; A, resumed with SIGCONT, finishes its handler but
+    its commit is rejected, so the message stays applied once."""
+    keys = CounterKeys(namespace, "slow")
+    started, finished = keys.state("started"), keys.state("finished")
+    with Workers(redis_url, namespace, tmp_path) as workers:
+        a = workers.start(SLOW)
+        a_name = await a.consumer_name()
+        await real_redis.xadd(
+            keys.inbox, {"type": "slow.work", "data": '{"name": "w"}', "id": "m1"}
+        )
+        await wait_for(
+            lambda: _field(real_redis, started, "m1"),
+            within=20,
+            what="A to start the handler",
+            context=workers.tails,
+        )
+        a.send(signal.SIGSTOP)
+        try:
+            b = workers.start(SLOW)
+            b_name = await b.consumer_name()
+            assert b_name != a_name
+
+            async def b_applied() -> bool:
+                return await _field(real_redis, keys.state("applied"), "m1") == "1"
+
+            await wait_for(
+                b_applied,
+                within=SLOW_HANDLER_MS / 1000 + 20,
+                what="B to apply the message",
+                context=workers.tails,
+            )
+            assert await _field(real_redis, started, "m1") == "2"
+            assert await _field(real_redis, finished, "m1") == "1"
+            assert "reclaimed 1 entries" in b.log()
+        finally:
+            a.send(signal.SIGCONT)
+
+        # A wakes past its sleep and goes on to commit; a graceful stop waits
+        # for that handler, so its commit attempt is over once A has exited.
+        await wait_for(
+            lambda: _equals(real_redis, finished, "m1", "2"),
+            within=20,
+            what="A to finish its handler",
+            context=workers.tails,
+        )
+        await _stop(a)
+        await _stop(b)
+
+    assert await real_redis.hgetall(keys.state("applied")) == {"m1": "1"}
+    assert await real_redis.hgetall(keys.counts) == {"w": "1"}
+    assert await pending(real_redis, keys.inbox, keys.group) == 0
+    assert await real_redis.xlen(keys.dlq) == 0
