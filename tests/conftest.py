@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import fakeredis
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from streamcart.bus.embedded import EmbeddedRedis
 
 # Tests that use any of these need a real server, so they are integration tests.
-_REAL_SERVER_FIXTURES = frozenset({"redis_url", "real_redis"})
+_REAL_SERVER_FIXTURES = frozenset({"redis_url", "real_redis", "sync_redis"})
 _DELETE_BATCH = 500
 
 
@@ -62,6 +63,19 @@ async def real_redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.R
                 await client.delete(*keys[start : start + _DELETE_BATCH])
         finally:
             await client.aclose()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
+    """A blocking client, for tests that run the CLI (it owns its event loop)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        keys = list(client.scan_iter(match=f"*{namespace}*", count=1000))
+        for start in range(0, len(keys), _DELETE_BATCH):
+            client.delete(*keys[start : start + _DELETE_BATCH])
+        client.close()
 
 
 @pytest.fixture

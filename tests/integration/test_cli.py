@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 import redis
 from click.testing import CliRunner
 
 from streamcart.cli import main
-
-
-@pytest.fixture
-def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
-    """A blocking client (the CLI runs its own event loop); the namespace is removed after."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        keys = list(client.scan_iter(match=f"*{namespace}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def _cli(url: str, namespace: str, *args: str, stdin: str | None = None) -> tuple[int, str]:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,18 +38,6 @@ def wait_for(check: Callable[[], bool], within: float = 30.0, what: str = "") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within}s: {what}")
         time.sleep(0.05)
-
-
-@pytest.fixture
-def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        keys = list(client.scan_iter(match=f"*{namespace}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def publish(client: redis.Redis, namespace: str, count: int, prefix: str) -> None:
