@@ -11,6 +11,7 @@ messages, trim streams safely and relay stale outbox entries.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -95,7 +96,9 @@ class Consumer:
         self.inbox = self.keys.inbox(service.name)
         self.log = logger or logging.getLogger(f"streamcart.worker.{service.name}")
         self.stats = Stats()
-        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        # A deque and one event instead of asyncio.Queue: a wake-up per batch, not per entry.
+        self._queue: collections.deque[Item] = collections.deque()
+        self._work_ready = asyncio.Event()
         self._inflight: dict[tuple[str, str], Item] = {}
         self._acks: dict[str, list[str]] = {}
         self._ack_wanted = asyncio.Event()
@@ -157,8 +160,8 @@ class Consumer:
         return self._ready
 
     def _drop_queued(self) -> None:
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        while self._queue:
+            item = self._queue.popleft()
             self._inflight.pop((item.stream, item.entry_id), None)
 
     async def _wait_idle(self, *, grace_s: float) -> None:
@@ -265,7 +268,8 @@ class Consumer:
         if key in self._inflight:
             return
         self._inflight[key] = item
-        self._queue.put_nowait(item)
+        self._queue.append(item)
+        self._work_ready.set()
 
     async def _wait_for_room(self) -> int:
         while (room := self.prefetch - len(self._inflight)) <= 0 and not self._stopping:
@@ -275,8 +279,12 @@ class Consumer:
 
     # -- handling -----------------------------------------------------------
     async def _work(self) -> None:
+        queue = self._queue
         while True:
-            item = await self._queue.get()
+            while not queue:
+                self._work_ready.clear()
+                await self._work_ready.wait()
+            item = queue.popleft()
             self._running += 1
             try:
                 await self._process(item)

@@ -69,7 +69,6 @@ class Context:
 
     __slots__ = (
         "_tx",
-        "done_key",
         "keys",
         "logger",
         "message",
@@ -93,7 +92,6 @@ class Context:
         self.keys = keys
         self.logger = logger
         self.outgoing: list[Outgoing] = []
-        self.done_key = keys.done(service.name, message.id)
         # Holds the connection of a WATCH, from ctx.watch() to the commit.
         self.pipe: Pipeline | None = None
         self._tx: Tx | None = None
@@ -104,6 +102,11 @@ class Context:
         if self._tx is None:
             self._tx = Tx(self.keys.service_tag(self.service.name))
         return self._tx
+
+    @property
+    def done_key(self) -> str:
+        """The marker that this message's effects are committed."""
+        return self.keys.done(self.service.name, self.message.id)
 
     @property
     def has_effects(self) -> bool:
