@@ -390,3 +390,64 @@ async def test_a_handlers_own_os_error_is_retried_like_any_failure(
         await eventually(handled)
     assert calls == 3
     assert consumer.stats.failed == 2 and consumer.stats.handled == 1
+
+
+class Recorder:
+    """An observer that records what it hears; ``broken`` makes every hook raise."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.broken = broken
+
+    def _record(self, event: str, message_type: str) -> None:
+        if self.broken:
+            raise RuntimeError("observer bug")
+        self.events.append((event, message_type))
+
+    def handled(self, service: str, message_type: str, seconds: float) -> None:
+        assert seconds >= 0
+        self._record("handled", message_type)
+
+    def failed(self, service: str, message_type: str) -> None:
+        self._record("failed", message_type)
+
+    def retried(self, service: str, message_type: str) -> None:
+        self._record("retried", message_type)
+
+    def dead_lettered(self, service: str, message_type: str) -> None:
+        self._record("dead_lettered", message_type)
+
+
+async def test_observers_hear_every_outcome_and_a_broken_one_changes_nothing(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    from streamcart.bus.consumer import Consumer
+
+    options = ServiceOptions(block_ms=20, retry_initial_ms=10, max_attempts=2, inline_attempts=1)
+    recorder = Recorder()
+    consumer = Consumer(
+        counter.build(options),
+        fake_redis,
+        name="c1",
+        keys=KEYS,
+        observers=[Recorder(broken=True), recorder],
+    )
+    publisher = Publisher(fake_redis, KEYS)
+    await publisher.publish("counter.increment", {"name": "a"}, to="counter")
+    await publisher.publish("counter.fail", {"name": "x"}, to="counter")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+
+    async def dead_lettered() -> bool:
+        return len(await dead(fake_redis)) == 1
+
+    await eventually(dead_lettered)
+    stop.set()
+    await task
+    assert sorted(recorder.events) == [
+        ("dead_lettered", "counter.fail"),
+        ("failed", "counter.fail"),
+        ("failed", "counter.fail"),
+        ("handled", "counter.increment"),
+        ("retried", "counter.fail"),
+    ]

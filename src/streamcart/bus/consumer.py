@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -36,6 +36,8 @@ from streamcart.bus.context import Context
 from streamcart.bus.deadletter import TRIMMED, dead_letter_fields, describe
 from streamcart.bus.envelope import ATTEMPT, ID, Envelope, Fields, parse_entry
 from streamcart.bus.keys import Keys
+from streamcart.bus.observer import ConsumerObserver
+from streamcart.bus.options import ServiceOptions
 from streamcart.bus.scripts import Script
 from streamcart.bus.service import Handler, Service
 from streamcart.errors import MalformedEntryError, PermanentError, TransientError, UnknownTypeError
@@ -83,6 +85,7 @@ class Consumer:
         keys: Keys | None = None,
         concurrency: int = 32,
         logger: logging.Logger | None = None,
+        observers: Sequence[ConsumerObserver] = (),
     ) -> None:
         self.service = service
         self.redis = redis
@@ -96,6 +99,7 @@ class Consumer:
         self.inbox = self.keys.inbox(service.name)
         self.log = logger or logging.getLogger(f"streamcart.worker.{service.name}")
         self.stats = Stats()
+        self.observers = list(observers)
         # A deque and one event instead of asyncio.Queue: a wake-up per batch, not per entry.
         self._queue: collections.deque[Item] = collections.deque()
         self._work_ready = asyncio.Event()
@@ -121,11 +125,11 @@ class Consumer:
         acker = asyncio.create_task(self._ack_loop())
         side = [
             asyncio.create_task(self._read_loop()),
-            asyncio.create_task(self._every(self._renew_interval(), self._renew)),
-            asyncio.create_task(self._every(self._reclaim_interval(), self._reclaim)),
-            asyncio.create_task(self._every(0.2, self._move_delayed)),
-            asyncio.create_task(self._every(10.0, self._trim_streams)),
-            asyncio.create_task(self._every(5.0, self._relay_outbox)),
+            asyncio.create_task(self._every(self._renew_interval, self._renew)),
+            asyncio.create_task(self._every(self._reclaim_interval, self._reclaim)),
+            asyncio.create_task(self._every(lambda: 0.2, self._move_delayed)),
+            asyncio.create_task(self._every(lambda: 10.0, self._trim_streams)),
+            asyncio.create_task(self._every(lambda: 5.0, self._relay_outbox)),
         ]
         try:
             stopper = asyncio.create_task(stop.wait())
@@ -153,6 +157,15 @@ class Consumer:
                 await asyncio.wait_for(acker, 5.0)
             except (TimeoutError, RedisError, *_DISCONNECTED) as exc:
                 self.log.warning("could not flush the last acknowledgements: %r", exc)
+
+    def apply_options(self, options: ServiceOptions) -> None:
+        """Use new options from now on (hot reload): every loop reads them afresh."""
+        self.options = options
+
+    @property
+    def in_flight(self) -> int:
+        """Entries held: queued, being handled, or waiting for their ack."""
+        return len(self._inflight)
 
     @property
     def ready(self) -> asyncio.Event:
@@ -345,6 +358,7 @@ class Consumer:
         await self._handle(item, envelope, handler, payload)
 
     async def _handle(self, item: Item, envelope: Envelope, handler: Handler, payload: Any) -> None:
+        started = time.perf_counter()
         try:
             await self._invoke(envelope, handler, payload)
         except PermanentError as exc:
@@ -355,8 +369,21 @@ class Consumer:
         except Exception as first:
             await self._retry(item, envelope, handler, payload, first)
             return
-        self.stats.handled += 1
+        self._handled(envelope, started)
         self._ack(item)
+
+    def _handled(self, envelope: Envelope, started: float) -> None:
+        self.stats.handled += 1
+        if self.observers:
+            seconds = time.perf_counter() - started
+            self._notify("handled", envelope.type, seconds)
+
+    def _notify(self, event: str, message_type: str, *args: float) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(self.service.name, message_type, *args)
+            except Exception:
+                self.log.exception("observer %r failed on %s", observer, event)
 
     async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> None:
         ctx = Context(self.service, envelope, self.redis, self.keys, self.log)
@@ -378,6 +405,7 @@ class Consumer:
         inline = min(opts.inline_attempts, opts.max_attempts - attempt + 1)
         error: Exception = first
         self.stats.failed += 1
+        self._notify("failed", envelope.type)
         self.log.warning("%s %s attempt %d failed: %s", envelope.type, envelope.id, attempt, first)
         if inline > 1:
             retrying = AsyncRetrying(
@@ -390,10 +418,12 @@ class Consumer:
                 async for try_ in retrying:
                     with try_:
                         attempt += 1
+                        started = time.perf_counter()
                         try:
                             await self._invoke(envelope, handler, payload)
                         except Exception:
                             self.stats.failed += 1
+                            self._notify("failed", envelope.type)
                             raise
             except PermanentError as exc:
                 await self._dead_letter(item, describe(exc), attempt)
@@ -403,7 +433,7 @@ class Consumer:
             except Exception as exc:
                 error = exc
             else:
-                self.stats.handled += 1
+                self._handled(envelope, started)
                 self._ack(item)
                 return
         if attempt >= opts.max_attempts:
@@ -416,6 +446,7 @@ class Consumer:
         fields = {**envelope.fields, ID: envelope.id, ATTEMPT: str(attempt + 1)}
         await delayed.schedule(self.redis, self.keys, self.inbox, fields, delay)
         self.stats.retried += 1
+        self._notify("retried", envelope.type)
         self._ack(item)
 
     async def _dead_letter(self, item: Item, error: str, attempts: int) -> None:
@@ -430,6 +461,7 @@ class Consumer:
         )
         await self.redis.xadd(self.keys.dlq(self.service.name), fields)
         self.stats.dead_lettered += 1
+        self._notify("dead_lettered", (item.fields or {}).get("type") or "-")
         self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)
         self._ack(item)
 
@@ -502,11 +534,14 @@ class Consumer:
     async def _relay_outbox(self) -> None:
         await relay_stale(self.redis, self.keys, self.service.name)
 
-    async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``job`` every ``interval`` seconds; a failure is logged, never fatal."""
+    async def _every(
+        self, interval: Callable[[], float], job: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """Run ``job`` every ``interval()`` seconds; a failure is logged, never fatal."""
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), interval * random.uniform(0.8, 1.2))
+                pause = interval() * random.uniform(0.8, 1.2)
+                await asyncio.wait_for(self._stopped.wait(), pause)
                 return
             try:
                 await job()
