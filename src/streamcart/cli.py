@@ -20,10 +20,12 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from streamcart.app import LOG_FORMAT, worker_main
 from streamcart.bus import deadletter
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.bus.loader import BUILTIN, load_service
+from streamcart.bus.pool import Pool
 from streamcart.bus.publisher import Publisher
 from streamcart.config import Settings
 from streamcart.errors import ConfigurationError, StreamcartError
@@ -80,12 +82,16 @@ pass_state = click.make_pass_decorator(State)
 def main(ctx: click.Context, redis_url: str | None, namespace: str | None, verbose: int) -> None:
     """streamcart: an e-commerce backend as Redis Streams worker pools."""
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     logging.getLogger("redis").setLevel(logging.INFO)
     settings = Settings.from_env(redis_url=redis_url)
     if namespace:
         settings = Settings(redis_url=settings.redis_url, namespace=namespace)
     ctx.obj = State(settings)
+
+
+def _level() -> int:
+    return logging.getLogger().getEffectiveLevel()
 
 
 def _service_spec(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -119,21 +125,17 @@ def worker(state: State, service: str, processes: int, concurrency: int) -> None
     """Run worker processes for SERVICE (a built-in name or module:attr)."""
     url = state.redis_url()
     if processes == 1:
-        from streamcart.bus.worker import run_worker
-
-        _run(
-            run_worker(
-                load_service(service),
-                url,
-                namespace=state.settings.namespace,
-                concurrency=concurrency,
-            )
-        )
+        try:
+            worker_main(service, url, state.settings.namespace, concurrency, None, _level())
+        except (RedisError, OSError, StreamcartError) as exc:
+            raise click.ClickException(str(exc)) from exc
         return
-    from streamcart.bus.pool import Pool
-
     Pool(
-        {service: processes}, url, namespace=state.settings.namespace, concurrency=concurrency
+        {service: processes},
+        url,
+        namespace=state.settings.namespace,
+        concurrency=concurrency,
+        entry=worker_main,
     ).run()
 
 
@@ -151,9 +153,12 @@ def up(state: State, processes: int) -> None:
     """Start the whole system: Redis (embedded unless a URL is set) and every service."""
     url = state.redis_url()
     console.print(f"[bold]streamcart[/] up on {url}; services: {', '.join(BUILTIN)}. Ctrl-C stops.")
-    from streamcart.bus.pool import Pool
-
-    Pool(dict.fromkeys(BUILTIN, processes), url, namespace=state.settings.namespace).run()
+    Pool(
+        dict.fromkeys(BUILTIN, processes),
+        url,
+        namespace=state.settings.namespace,
+        entry=worker_main,
+    ).run()
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> str:

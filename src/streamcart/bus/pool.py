@@ -1,5 +1,8 @@
 """A supervised pool of worker processes, for one service or several.
 
+``entry`` is the function each child runs (it must be importable by name, as
+children are spawned); :func:`streamcart.app.worker_main` is the usual one.
+
 Each child runs one consumer (see :mod:`streamcart.bus.worker`) under a pool
 token that stays the same across its restarts, so a restarted child gets its
 old consumer name back and first finishes its own pending entries. A child
@@ -9,32 +12,21 @@ child gracefully, and kills what is still running after the grace period.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
-
-from streamcart.bus.loader import load_service
-from streamcart.bus.worker import run_worker
 
 log = logging.getLogger("streamcart.pool")
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def _child(
-    spec: str, redis_url: str, namespace: str, concurrency: int, token: str, level: int
-) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
-    )
-    service = load_service(spec)
-    asyncio.run(
-        run_worker(service, redis_url, namespace=namespace, concurrency=concurrency, token=token)
-    )
+# The entry of a child: (spec, redis_url, namespace, concurrency, token, log level).
+ChildMain = Callable[[str, str, str, int, str | None, int], None]
 
 
 class _Slot:
@@ -58,12 +50,14 @@ class Pool:
         *,
         namespace: str = "sc",
         concurrency: int = 32,
+        entry: ChildMain,
         grace_s: float = 15.0,
         max_backoff_s: float = 30.0,
     ) -> None:
         self.redis_url = redis_url
         self.namespace = namespace
         self.concurrency = concurrency
+        self.entry = entry
         self.grace_s = grace_s
         self.max_backoff_s = max_backoff_s
         pool_id = uuid.uuid4().hex[:12]
@@ -96,7 +90,7 @@ class Pool:
 
     def _start(self, slot: _Slot) -> None:
         process = _SPAWN.Process(
-            target=_child,
+            target=self.entry,
             args=(
                 slot.spec,
                 self.redis_url,

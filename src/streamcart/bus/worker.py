@@ -1,23 +1,54 @@
-"""One worker process: a leased consumer name and a consumer, until a signal."""
+"""One worker process: a leased consumer name, a consumer, and its companions.
+
+Companions are async functions that run beside the consumer for the life of
+the worker (heartbeats, config reload, metrics): each gets the
+:class:`WorkerRuntime` and runs until cancelled. They are passed in, not
+registered globally, so a test can run a worker with exactly the ones it wants.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streamcart.bus.connection import connect
 from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
 from streamcart.bus.lease import LEASE_MS, ConsumerLease
+from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.preflight import check_server
 from streamcart.bus.service import Service
 
 log = logging.getLogger("streamcart.worker")
+
+
+@dataclass
+class WorkerRuntime:
+    """What a companion of a running worker can see and use."""
+
+    service: Service
+    redis: Redis
+    keys: Keys
+    consumer: Consumer
+    instance_id: str
+    stop: asyncio.Event
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+
+
+Companion = Callable[[WorkerRuntime], Awaitable[None]]
 
 
 async def run_worker(
@@ -28,6 +59,8 @@ async def run_worker(
     concurrency: int = 32,
     token: str | None = None,
     stop: asyncio.Event | None = None,
+    companions: Sequence[Companion] = (),
+    observers: Sequence[ConsumerObserver] = (),
 ) -> None:
     """Consume for ``service`` until SIGTERM/SIGINT (or ``stop``), then drain."""
     stop = stop or asyncio.Event()
@@ -41,18 +74,36 @@ async def run_worker(
     try:
         await check_server(redis)
         name = await lease.acquire()
-        consumer = Consumer(service, redis, name=name, keys=keys, concurrency=concurrency)
+        consumer = Consumer(
+            service, redis, name=name, keys=keys, concurrency=concurrency, observers=observers
+        )
+        runtime = WorkerRuntime(
+            service, redis, keys, consumer, instance_id=f"{name}.{uuid.uuid4().hex[:6]}", stop=stop
+        )
         log.info("%s worker %s consuming %s", service.name, name, ", ".join(consumer.streams))
-        renewer = asyncio.create_task(_keep_lease(lease))
+        beside = [asyncio.create_task(_keep_lease(lease))]
+        beside += [asyncio.create_task(_contained(c, runtime)) for c in companions]
         try:
             await consumer.run(stop)
         finally:
-            renewer.cancel()
+            for task in beside:
+                task.cancel()
+            await asyncio.gather(*beside, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await lease.release()
         log.info("%s worker %s stopped", service.name, name)
     finally:
         await redis.aclose()
+
+
+async def _contained(companion: Companion, runtime: WorkerRuntime) -> None:
+    """A companion that fails is logged; the worker goes on consuming."""
+    try:
+        await companion(runtime)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("companion %s failed", getattr(companion, "__name__", companion))
 
 
 async def _keep_lease(lease: ConsumerLease) -> None:
