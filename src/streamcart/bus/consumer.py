@@ -162,6 +162,11 @@ class Consumer:
         """Use new options from now on (hot reload): every loop reads them afresh."""
         self.options = options
 
+    def request_recovery(self) -> None:
+        """Re-read this consumer's pending entries soon, e.g. after claiming
+        the entries of a dead instance for it."""
+        self._needs_recovery = True
+
     @property
     def in_flight(self) -> int:
         """Entries held: queued, being handled, or waiting for their ack."""
