@@ -11,19 +11,31 @@ import logging
 
 from streamcart.bus.loader import load_service
 from streamcart.bus.worker import Companion, run_worker
+from streamcart.registry.heartbeat import heartbeat
+from streamcart.telemetry.metrics import MetricsObserver, metrics_sampler
 
 LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
 
 def companions() -> list[Companion]:
     """What runs beside every consumer."""
-    return []
+    return [heartbeat]
 
 
 def worker_main(
-    spec: str, redis_url: str, namespace: str, concurrency: int, token: str | None, level: int
+    spec: str,
+    redis_url: str,
+    namespace: str,
+    concurrency: int,
+    token: str | None,
+    level: int,
+    metrics: bool = False,
 ) -> None:
-    """Run one worker for the service ``spec`` in this process until a signal."""
+    """Run one worker for the service ``spec`` in this process until a signal.
+
+    With ``metrics`` the worker also records Prometheus metrics (serving them
+    is the caller's part: see :mod:`streamcart.telemetry.serving`).
+    """
     logging.basicConfig(level=level, format=LOG_FORMAT)
     logging.getLogger("redis").setLevel(max(level, logging.INFO))
     service = load_service(spec)
@@ -34,6 +46,7 @@ def worker_main(
             namespace=namespace,
             concurrency=concurrency,
             token=token,
-            companions=companions(),
+            companions=[*companions(), *([metrics_sampler] if metrics else [])],
+            observers=[MetricsObserver()] if metrics else [],
         )
     )

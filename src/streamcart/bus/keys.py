@@ -54,6 +54,23 @@ class Keys:
     def consumer_lease(self, service: str, consumer: str) -> str:
         return self.state(service, "consumer", consumer)
 
+    # -- registry -----------------------------------------------------------
+    def services(self) -> str:
+        """The set of every service that ever registered an instance."""
+        return f"{self.namespace}:services"
+
+    def instances(self, service: str) -> str:
+        """Sorted set: instance id -> time of its last heartbeat (Redis clock, ms)."""
+        return f"{self.namespace}:instances:{service}"
+
+    def instance(self, service: str, instance_id: str) -> str:
+        """Hash describing one instance; expires when its heartbeats stop."""
+        return f"{self.namespace}:instance:{service}:{instance_id}"
+
+    def stats(self, service: str) -> str:
+        """Hash of a service's counters, summed over all its instances ever."""
+        return f"{self.namespace}:stats:{service}"
+
     # -- delayed delivery ---------------------------------------------------
     def delayed(self, stream: str) -> str:
         """The sorted set of messages waiting to enter ``stream``.

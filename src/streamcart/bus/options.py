@@ -22,6 +22,10 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 10
     # Pending entries idle this long belong to a dead consumer and are reclaimed.
     claim_timeout_ms: int = 30_000
+    # Instances heartbeat this often; one silent for instance_ttl_ms is dead and
+    # its pending entries are taken over at once, long before claim_timeout_ms.
+    heartbeat_ms: int = 1_000
+    instance_ttl_ms: int = 5_000
     batch_size: int = 100
     block_ms: int = 1_000
     stream_maxlen: int = 100_000

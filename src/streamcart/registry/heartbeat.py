@@ -1,0 +1,140 @@
+"""The registry companion of a worker: heartbeats, and watching its peers.
+
+Every ``heartbeat_ms`` the instance refreshes its registration and adds its
+counters to the service's totals. It also looks for peers of its service that
+went silent: the first live instance to notice a dead one takes over its
+pending entries, publishes ``system.instance_down`` and, once the dead
+consumer owns nothing, removes it from the groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from streamcart import __version__
+from streamcart.bus.publisher import Publisher
+from streamcart.bus.worker import WorkerRuntime
+from streamcart.registry.clock import redis_now_ms
+from streamcart.registry.instances import COUNTERS, Instance, Registry, consumer_of
+from streamcart.registry.takeover import remove_if_idle, take_over, tidy_consumers
+
+log = logging.getLogger("streamcart.registry")
+TIDY_EVERY_S = 60.0
+
+
+def describe(runtime: WorkerRuntime) -> Instance:
+    consumer = runtime.consumer
+    return Instance(
+        service=runtime.service.name,
+        instance_id=runtime.instance_id,
+        consumer=consumer.name,
+        host=runtime.host,
+        pid=runtime.pid,
+        version=__version__,
+        started_at=int(runtime.started_at * 1000),
+        concurrency=consumer.concurrency,
+        streams=list(consumer.streams),
+    )
+
+
+async def heartbeat(runtime: WorkerRuntime) -> None:
+    """Run for the life of the worker; deregisters it on the way out."""
+    instance = describe(runtime)
+    publisher = Publisher(runtime.redis, runtime.keys)
+    reported = dict.fromkeys(COUNTERS, 0)
+    announced = False
+    last_beat = time.monotonic()
+    last_tidy = 0.0
+    try:
+        while True:
+            options = runtime.consumer.options
+            registry = Registry(runtime.redis, runtime.keys, ttl_ms=options.instance_ttl_ms)
+            try:
+                now = time.monotonic()
+                deltas = _deltas(runtime, reported)
+                instance.rate = deltas["handled"] / max(now - last_beat, 1e-3)
+                instance.in_flight = runtime.consumer.in_flight
+                for counter in COUNTERS:
+                    setattr(instance, counter, reported[counter] + deltas[counter])
+                await registry.heartbeat(instance, deltas)
+                reported = {c: getattr(instance, c) for c in COUNTERS}
+                last_beat = now
+                if not announced:
+                    await publisher.publish("system.instance_up", _event(instance, "started"))
+                    announced = True
+                await sweep_dead(runtime, registry, publisher)
+                if now - last_tidy > TIDY_EVERY_S:
+                    last_tidy = now
+                    await tidy_consumers(
+                        runtime.redis,
+                        runtime.keys,
+                        runtime.consumer.streams,
+                        runtime.consumer.group,
+                        runtime.service.name,
+                        idle_ms=options.instance_ttl_ms * 10,
+                    )
+            except RedisError as exc:
+                log.debug("heartbeat failed: %s", exc)
+            await asyncio.sleep(options.heartbeat_ms / 1000)
+    finally:
+        with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
+            await asyncio.wait_for(_leave(runtime, instance, publisher), 5)
+
+
+def _deltas(runtime: WorkerRuntime, reported: dict[str, int]) -> dict[str, int]:
+    stats = runtime.consumer.stats
+    return {counter: getattr(stats, counter) - reported[counter] for counter in COUNTERS}
+
+
+async def _leave(runtime: WorkerRuntime, instance: Instance, publisher: Publisher) -> None:
+    registry = Registry(
+        runtime.redis, runtime.keys, ttl_ms=runtime.consumer.options.instance_ttl_ms
+    )
+    reported = {c: getattr(instance, c) for c in COUNTERS}
+    await registry.heartbeat(instance, _deltas(runtime, reported))  # the last counts
+    if await registry.deregister(instance.service, instance.instance_id):
+        await publisher.publish("system.instance_down", _event(instance, "stopped"))
+
+
+async def sweep_dead(runtime: WorkerRuntime, registry: Registry, publisher: Publisher) -> None:
+    """Handle each peer that missed its heartbeats (once, whoever wins the claim)."""
+    service = runtime.service.name
+    now = await redis_now_ms(runtime.redis)
+    dead = await registry.dead_ids(service, now_ms=now)
+    if not dead:
+        return
+    in_use = {consumer_of(i) for i in await registry.alive_ids(service, now_ms=now)}
+    for instance_id in dead:
+        described = await registry.describe(service, [instance_id])
+        if not await registry.claim_death(service, instance_id):
+            continue  # another instance is handling it
+        consumer = consumer_of(instance_id)
+        taken = 0
+        # A restarted process that got the same name back finishes its own entries.
+        if consumer not in in_use and consumer != runtime.consumer.name:
+            streams, group = runtime.consumer.streams, runtime.consumer.group
+            taken = await take_over(runtime.redis, streams, group, consumer, runtime.consumer.name)
+            if taken:
+                runtime.consumer.request_recovery()
+            await remove_if_idle(runtime.redis, runtime.keys, streams, group, consumer, service)
+        data = _event(described[0], "missed heartbeats") if described else {}
+        data |= {"service": service, "instance_id": instance_id, "consumer": consumer}
+        data["taken_over"] = taken
+        await publisher.publish("system.instance_down", data)
+        log.warning("instance %s of %s is dead; took over %d entries", instance_id, service, taken)
+
+
+def _event(instance: Instance, reason: str) -> dict[str, object]:
+    return {
+        "service": instance.service,
+        "instance_id": instance.instance_id,
+        "consumer": instance.consumer,
+        "host": instance.host,
+        "pid": instance.pid,
+        "reason": reason,
+    }
