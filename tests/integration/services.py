@@ -55,3 +55,15 @@ def slow() -> Service:
         ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
 
     return service
+
+
+# Takeover tests: the claim timeout is far longer than the test, so only the
+# registry (an instance silent for 2 s is dead) can hand a dead worker's entries over.
+REGISTRY_OPTIONS = ServiceOptions(
+    claim_timeout_ms=120_000, block_ms=200, heartbeat_ms=300, instance_ttl_ms=2_000
+)
+
+
+def registry_counter() -> Service:
+    """The counter whose dead instances are noticed by heartbeat, not by idle time."""
+    return counter.build(REGISTRY_OPTIONS)

@@ -121,6 +121,8 @@ async def sweep_dead(runtime: WorkerRuntime, registry: Registry, publisher: Publ
             taken = await take_over(runtime.redis, streams, group, consumer, runtime.consumer.name)
             if taken:
                 runtime.consumer.request_recovery()
+            # Its holder is dead: free the name, so the now empty consumer can go.
+            await runtime.redis.delete(runtime.keys.consumer_lease(service, consumer))
             await remove_if_idle(runtime.redis, runtime.keys, streams, group, consumer, service)
         data = _event(described[0], "missed heartbeats") if described else {}
         data |= {"service": service, "instance_id": instance_id, "consumer": consumer}
