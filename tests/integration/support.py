@@ -283,3 +283,12 @@ def assert_each_applied_once(applied: dict[str, str], expected_ids: set[str]) ->
     )
     twice = {mid: n for mid, n in applied.items() if n != "1"}
     assert not twice, f"applied more than once: {dict(list(twice.items())[:5])}"
+
+
+def poll_until(check: Callable[[], bool], within: float = 30.0, what: str = "") -> None:
+    """The blocking twin of :func:`wait_for`, for tests that drive the CLI."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within}s: {what}")
+        time.sleep(0.05)

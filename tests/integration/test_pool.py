@@ -6,14 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.integration.support import child_env, cli
+from tests.integration.support import child_env, cli, poll_until
 
 pytestmark = pytest.mark.chaos
 
@@ -30,14 +28,6 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def wait_for(check: Callable[[], bool], within: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        time.sleep(0.05)
 
 
 def publish(client: redis.Redis, namespace: str, count: int, prefix: str) -> None:
@@ -58,15 +48,17 @@ def test_a_pool_restarts_a_killed_child_and_stops_cleanly(
         pool = subprocess.Popen(argv, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
     counts = f"{{{namespace}:counter}}:counts"
     try:
-        wait_for(lambda: len(children(pool.pid)) == 2, what="two children")
+        poll_until(lambda: len(children(pool.pid)) == 2, what="two children")
         publish(sync_redis, namespace, 200, "a")
-        wait_for(lambda: sync_redis.hget(counts, "a") == "200", what="first load handled")
+        poll_until(lambda: sync_redis.hget(counts, "a") == "200", what="first load handled")
 
         victim = sorted(children(pool.pid))[0]
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: len(children(pool.pid) - {victim}) == 2, what="the killed child restarted")
+        poll_until(
+            lambda: len(children(pool.pid) - {victim}) == 2, what="the killed child restarted"
+        )
         publish(sync_redis, namespace, 200, "b")
-        wait_for(lambda: sync_redis.hget(counts, "b") == "200", what="second load handled")
+        poll_until(lambda: sync_redis.hget(counts, "b") == "200", what="second load handled")
 
         kids = children(pool.pid)
         pool.send_signal(signal.SIGTERM)
@@ -97,9 +89,9 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
         up = subprocess.Popen([*streamcart, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url_file = tmp_path / "home" / "redis.url"
-        wait_for(url_file.exists, what="the embedded server")
+        poll_until(url_file.exists, what="the embedded server")
         client = redis.Redis.from_url(url_file.read_text().strip(), decode_responses=True)
-        wait_for(lambda: bool(children(up.pid)), what="the workers")
+        poll_until(lambda: bool(children(up.pid)), what="the workers")
         published = subprocess.run(
             [*streamcart, "publish", "counter.increment", '{"name": "up"}', "--to", "counter"],
             env=env,
@@ -109,7 +101,7 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
             check=True,
         )
         assert published.stdout.strip()  # the message id
-        wait_for(lambda: client.hget("{sc:counter}:counts", "up") == "1", what="handled")
+        poll_until(lambda: client.hget("{sc:counter}:counts", "up") == "1", what="handled")
         client.close()
         up.send_signal(signal.SIGTERM)
         assert up.wait(30) == 0

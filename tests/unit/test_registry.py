@@ -40,7 +40,7 @@ async def test_an_instance_is_alive_until_its_heartbeats_stop(fake_redis: FakeAs
     await asyncio.sleep(0.25)
     assert not await discovery.is_available("orders")
     assert await registry.dead_ids("orders") == ["h-0.a1"]
-    assert await registry.services() == ["orders"]
+    assert await registry.services() == {"orders": [STREAM]}
 
 
 async def test_heartbeats_add_counters_to_the_service_totals(fake_redis: FakeAsyncRedis) -> None:

@@ -75,7 +75,7 @@ class Registry:
             # The hash outlives liveness a little, so a dead instance can still be described.
             pipe.pexpire(key, self.ttl_ms * 4)
             pipe.zadd(self.keys.instances(instance.service), {instance.instance_id: now})
-            pipe.sadd(self.keys.services(), instance.service)
+            pipe.hset(self.keys.services(), instance.service, json.dumps(instance.streams))
             for counter, delta in (deltas or {}).items():
                 if delta:
                     pipe.hincrby(self.keys.stats(instance.service), counter, delta)
@@ -89,8 +89,10 @@ class Registry:
             removed, _ = await pipe.execute()
         return bool(removed)
 
-    async def services(self) -> list[str]:
-        return sorted(await self.redis.smembers(self.keys.services()))
+    async def services(self) -> dict[str, list[str]]:
+        """Every service that ever registered, with the streams it consumes."""
+        known = await self.redis.hgetall(self.keys.services())
+        return {name: json.loads(streams) for name, streams in sorted(known.items())}
 
     async def alive_ids(self, service: str, *, now_ms: int | None = None) -> list[str]:
         now = now_ms if now_ms is not None else await redis_now_ms(self.redis)

@@ -1,0 +1,66 @@
+"""Rendering a status snapshot: a rich table for people, plain data for scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from rich import box
+from rich.table import Table
+
+from streamcart.registry.status import Snapshot
+
+
+def as_data(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot as JSON-ready data, with per-service totals filled in."""
+    data: dict[str, Any] = msgspec.to_builtins(snapshot)
+    for service, state in zip(data["services"], snapshot.services, strict=True):
+        service["lag"] = state.lag
+        service["pending"] = state.pending
+        service["oldest_pending_age_ms"] = state.oldest_pending_age_ms
+    return data
+
+
+def _age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1_000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 60_000:.0f} min"
+
+
+def table(snapshot: Snapshot) -> Table:
+    """One row per service, narrow enough for an 80-column terminal."""
+    grid = Table(
+        title="streamcart status",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    grid.add_column("service", no_wrap=True)
+    # "to DLQ" counts what was ever dead-lettered; "in DLQ" is what is there now.
+    for column in ("up", "handled", "failed", "to DLQ", "msg/s", "lag", "pending",
+                   "oldest", "in DLQ"):  # fmt: skip
+        grid.add_column(column, justify="right", no_wrap=True)
+    for state in snapshot.services:
+        alive = f"[green]{state.alive}[/]" if state.alive else "[red]0[/]"
+        if state.dead:
+            alive += f" [red]+{state.dead} dead[/]"
+        grid.add_row(
+            state.service,
+            alive,
+            f"{state.handled:,}",
+            f"{state.failed:,}",
+            f"{state.dead_lettered:,}",
+            f"{state.rate:,.1f}",
+            f"{state.lag:,}",
+            f"{state.pending:,}",
+            _age(state.oldest_pending_age_ms),
+            f"[yellow]{state.dlq:,}[/]" if state.dlq else "0",
+        )
+    if not snapshot.services:
+        grid.caption = "no service has registered yet: start one with `streamcart worker`"
+    return grid
