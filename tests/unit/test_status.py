@@ -37,7 +37,7 @@ async def test_a_snapshot_reports_instances_counters_lag_pending_and_dead_letter
     await fake_redis.xreadgroup("orders", "h-0", {INBOX: ">"}, count=4)  # 4 pending, 6 lag
     await fake_redis.xadd(KEYS.dlq("orders"), {"type": "orders.place", "data": "{}"})
 
-    snapshot = await take_snapshot(fake_redis, KEYS, ttl_ms=300)
+    snapshot = await take_snapshot(fake_redis, KEYS)
     [orders] = snapshot.services
     assert (orders.service, orders.alive, orders.dead) == ("orders", 2, 1)
     assert (orders.handled, orders.failed, orders.dead_lettered) == (50, 2, 1)

@@ -75,7 +75,8 @@ class Registry:
             # The hash outlives liveness a little, so a dead instance can still be described.
             pipe.pexpire(key, self.ttl_ms * 4)
             pipe.zadd(self.keys.instances(instance.service), {instance.instance_id: now})
-            pipe.hset(self.keys.services(), instance.service, json.dumps(instance.streams))
+            about = {"streams": instance.streams, "ttl_ms": self.ttl_ms}
+            pipe.hset(self.keys.services(), instance.service, json.dumps(about))
             for counter, delta in (deltas or {}).items():
                 if delta:
                     pipe.hincrby(self.keys.stats(instance.service), counter, delta)
@@ -92,7 +93,7 @@ class Registry:
     async def services(self) -> dict[str, list[str]]:
         """Every service that ever registered, with the streams it consumes."""
         known = await self.redis.hgetall(self.keys.services())
-        return {name: json.loads(streams) for name, streams in sorted(known.items())}
+        return {name: json.loads(about)["streams"] for name, about in sorted(known.items())}
 
     async def alive_ids(self, service: str, *, now_ms: int | None = None) -> list[str]:
         now = now_ms if now_ms is not None else await redis_now_ms(self.redis)

@@ -63,23 +63,28 @@ def _entry_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
-async def take_snapshot(redis: Redis, keys: Keys, *, ttl_ms: int = 5_000) -> Snapshot:
+class _About(msgspec.Struct):
+    """What the registry keeps of a service: its streams and its instances' TTL."""
+
+    streams: list[str]
+    ttl_ms: int = 5_000
+
+
+async def take_snapshot(redis: Redis, keys: Keys) -> Snapshot:
     """The state of every known service, read in three round trips."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.time()
         pipe.hgetall(keys.services())
         (seconds, micros), known = await pipe.execute()
     now = int(seconds) * 1000 + int(micros) // 1000
-    services = {
-        name: msgspec.json.decode(streams, type=list[str]) for name, streams in known.items()
-    }
+    services = {name: msgspec.json.decode(about, type=_About) for name, about in known.items()}
 
     async with redis.pipeline(transaction=False) as pipe:
-        for name, streams in sorted(services.items()):
+        for name, about in sorted(services.items()):
             pipe.zrange(keys.instances(name), 0, -1, withscores=True)
             pipe.hgetall(keys.stats(name))
             pipe.xlen(keys.dlq(name))
-            for stream in streams:
+            for stream in about.streams:
                 pipe.xlen(stream)
                 pipe.xinfo_groups(stream)
                 pipe.xpending(stream, name)
@@ -87,10 +92,10 @@ async def take_snapshot(redis: Redis, keys: Keys, *, ttl_ms: int = 5_000) -> Sna
 
     states: list[ServiceState] = []
     alive: list[tuple[ServiceState, str]] = []
-    for name, streams in sorted(services.items()):
+    for name, about in sorted(services.items()):
         members, totals, dlq = next(replies), next(replies), next(replies)
         members = _ok(members, [])
-        alive_ids = [member for member, score in members if score >= now - ttl_ms]
+        alive_ids = [member for member, score in members if score >= now - about.ttl_ms]
         totals = _ok(totals, {})
         state = ServiceState(
             service=name,
@@ -102,7 +107,7 @@ async def take_snapshot(redis: Redis, keys: Keys, *, ttl_ms: int = 5_000) -> Sna
             retried=int(totals.get("retried", 0)),
             dead_lettered=int(totals.get("dead_lettered", 0)),
         )
-        for stream in streams:
+        for stream in about.streams:
             length, groups, summary = next(replies), next(replies), next(replies)
             state.streams.append(_stream_state(stream, name, now, length, groups, summary))
         alive.extend((state, instance_id) for instance_id in alive_ids)
