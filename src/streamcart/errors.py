@@ -16,6 +16,15 @@ class ConfigurationError(StreamcartError):
     """A setting is missing or invalid; the message names it and the fix."""
 
 
+class InvalidConfigError(ConfigurationError):
+    """A config key that does not exist, or a value that its type refuses."""
+
+    def __init__(self, message: str, *, scope: str, key: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.key = key
+
+
 class RedisUnavailableError(StreamcartError):
     """No Redis server could be reached or started."""
 

@@ -92,6 +92,8 @@ class Consumer:
         self.name = name
         self.keys = keys or Keys()
         self.options = service.options
+        # What handlers see as ctx.config; replaced whole on hot reload.
+        self.settings: Any = service.settings_type() if service.settings_type else None
         self.concurrency = max(1, concurrency)
         self.prefetch = max(self.options.batch_size, 2 * self.concurrency)
         self.group = service.name
@@ -161,6 +163,10 @@ class Consumer:
     def apply_options(self, options: ServiceOptions) -> None:
         """Use new options from now on (hot reload): every loop reads them afresh."""
         self.options = options
+
+    def apply_settings(self, settings: Any) -> None:
+        """Hand ``settings`` to handlers as ``ctx.config`` from the next message on."""
+        self.settings = settings
 
     def request_recovery(self) -> None:
         """Re-read this consumer's pending entries soon, e.g. after claiming
@@ -391,7 +397,7 @@ class Consumer:
                 self.log.exception("observer %r failed on %s", observer, event)
 
     async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> None:
-        ctx = Context(self.service, envelope, self.redis, self.keys, self.log)
+        ctx = Context(self.service, envelope, self.redis, self.keys, self.log, config=self.settings)
         try:
             await handler.func(payload, ctx)
             if ctx.has_effects or ctx.pipe is not None:

@@ -69,6 +69,7 @@ class Context:
 
     __slots__ = (
         "_tx",
+        "config",
         "keys",
         "logger",
         "message",
@@ -85,12 +86,17 @@ class Context:
         redis: Redis,
         keys: Keys,
         logger: logging.Logger,
+        *,
+        config: Any = None,
     ) -> None:
         self.service = service
         self.message = message
         self.redis = redis
         self.keys = keys
         self.logger = logger
+        # The service's settings instance as of this message (hot-reloaded
+        # between messages, never during one); None when it declares none.
+        self.config = config
         self.outgoing: list[Outgoing] = []
         # Holds the connection of a WATCH, from ctx.watch() to the commit.
         self.pipe: Pipeline | None = None

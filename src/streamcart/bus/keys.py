@@ -56,7 +56,7 @@ class Keys:
 
     # -- registry -----------------------------------------------------------
     def services(self) -> str:
-        """The set of every service that ever registered an instance."""
+        """Hash: every service that ever registered an instance -> its streams (JSON)."""
         return f"{self.namespace}:services"
 
     def instances(self, service: str) -> str:
@@ -83,3 +83,22 @@ class Keys:
     def delayed_index(self) -> str:
         """The set of streams that have a delayed sorted set."""
         return f"{self.namespace}:delayed-index"
+
+    # -- config store -------------------------------------------------------
+    # One hash tag for every config key: a change updates its scope, the
+    # version and the history in one script, inside one Redis Cluster slot.
+    def config_scope(self, scope: str) -> str:
+        """Hash of one scope (``global`` or a service name): key -> JSON value."""
+        return f"{{{self.namespace}:config}}:scope:{scope}"
+
+    def config_version(self) -> str:
+        """Counter bumped by every config change; workers poll it."""
+        return f"{{{self.namespace}:config}}:version"
+
+    def config_history(self) -> str:
+        """Stream of config changes: scope, key, old, new, at, version."""
+        return f"{{{self.namespace}:config}}:history"
+
+    def config_channel(self) -> str:
+        """Pub/sub channel announcing a new config version."""
+        return f"{self.namespace}:config"

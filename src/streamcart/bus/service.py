@@ -54,13 +54,27 @@ class Handler(msgspec.Struct, frozen=True):
 class Service:
     """An actor type: a name, options and handlers per message type."""
 
-    def __init__(self, name: str, *, options: ServiceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        options: ServiceOptions | None = None,
+        settings: type[msgspec.Struct] | None = None,
+    ) -> None:
+        """``settings`` declares the service's own config knobs: a Struct whose
+        fields all have defaults; handlers read the current one as ``ctx.config``.
+
+        Raises:
+            ConfigurationError: a malformed name, or ``settings`` that is not a
+                Struct type buildable from its defaults.
+        """
         if not _NAME.match(name):
             raise ConfigurationError(
                 f"service name {name!r} must be lower-case letters, digits, '_' or '-'"
             )
         self.name = name
         self.options = options or ServiceOptions()
+        self.settings_type = _checked_settings(name, settings)
         self._exact: dict[str, Handler] = {}
         self._wildcard: dict[str, Handler] = {}
 
@@ -110,6 +124,24 @@ class Service:
         """The inbox first, then every topic stream the service subscribes to."""
         topics = sorted({topic_of(p) for p in self.patterns() if not self.is_command(p)})
         return [keys.inbox(self.name), *(keys.events(topic) for topic in topics)]
+
+
+def _checked_settings(
+    service: str, settings: type[msgspec.Struct] | None
+) -> type[msgspec.Struct] | None:
+    if settings is None:
+        return None
+    if not (isinstance(settings, type) and issubclass(settings, msgspec.Struct)):
+        raise ConfigurationError(f"{service}: settings must be a msgspec.Struct type")
+    # Fail at declaration, not in a worker at 3 a.m.: the defaults are the base config.
+    try:
+        settings()
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{service}: settings {settings.__name__} must be buildable from its defaults "
+            f"(give every field a default): {exc}"
+        ) from exc
+    return settings
 
 
 def _payload_type(func: HandlerFunc) -> Any:
