@@ -11,6 +11,7 @@ import logging
 
 from streamcart.bus.loader import load_service
 from streamcart.bus.worker import Companion, run_worker
+from streamcart.config.watch import config_watcher
 from streamcart.registry.heartbeat import heartbeat
 from streamcart.telemetry.metrics import MetricsObserver, metrics_sampler
 
@@ -19,7 +20,7 @@ LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
 def companions() -> list[Companion]:
     """What runs beside every consumer."""
-    return [heartbeat]
+    return [heartbeat, config_watcher]
 
 
 def worker_main(

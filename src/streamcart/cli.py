@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -27,8 +28,10 @@ from streamcart.bus.keys import Keys
 from streamcart.bus.loader import BUILTIN, load_service
 from streamcart.bus.pool import Pool
 from streamcart.bus.publisher import Publisher
+from streamcart.cli_config import config_group
 from streamcart.config import Settings
 from streamcart.errors import ConfigurationError, StreamcartError
+from streamcart.telemetry.serving import pool_metrics, process_metrics
 
 T = TypeVar("T")
 console = Console()
@@ -102,6 +105,14 @@ def _service_spec(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
+_metrics_port = click.option(
+    "--metrics-port",
+    metavar="PORT",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics of every worker process on this port (/metrics).",
+)
+
+
 @main.command()
 @click.argument("service", callback=_service_spec)
 @click.option(
@@ -120,23 +131,36 @@ def _service_spec(ctx: click.Context, param: click.Parameter, value: str) -> str
     type=click.IntRange(1, 10_000),
     help="Handlers running at once in each process.",
 )
+@_metrics_port
 @pass_state
-def worker(state: State, service: str, processes: int, concurrency: int) -> None:
+def worker(
+    state: State, service: str, processes: int, concurrency: int, metrics_port: int | None
+) -> None:
     """Run worker processes for SERVICE (a built-in name or module:attr)."""
     url = state.redis_url()
+    metrics = metrics_port is not None
     if processes == 1:
         try:
-            worker_main(service, url, state.settings.namespace, concurrency, None, _level())
+            with process_metrics(metrics_port):
+                worker_main(
+                    service, url, state.settings.namespace, concurrency, None, _level(), metrics
+                )
         except (RedisError, OSError, StreamcartError) as exc:
             raise click.ClickException(str(exc)) from exc
         return
-    Pool(
-        {service: processes},
-        url,
-        namespace=state.settings.namespace,
-        concurrency=concurrency,
-        entry=worker_main,
-    ).run()
+    try:
+        with pool_metrics(metrics_port) as on_child_exit:
+            Pool(
+                {service: processes},
+                url,
+                namespace=state.settings.namespace,
+                concurrency=concurrency,
+                entry=worker_main,
+                metrics=metrics,
+                on_child_exit=on_child_exit,
+            ).run()
+    except StreamcartError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
@@ -148,17 +172,24 @@ def worker(state: State, service: str, processes: int, concurrency: int) -> None
     type=click.IntRange(1, 64),
     help="Worker processes per service.",
 )
+@_metrics_port
 @pass_state
-def up(state: State, processes: int) -> None:
+def up(state: State, processes: int, metrics_port: int | None) -> None:
     """Start the whole system: Redis (embedded unless a URL is set) and every service."""
     url = state.redis_url()
     console.print(f"[bold]streamcart[/] up on {url}; services: {', '.join(BUILTIN)}. Ctrl-C stops.")
-    Pool(
-        dict.fromkeys(BUILTIN, processes),
-        url,
-        namespace=state.settings.namespace,
-        entry=worker_main,
-    ).run()
+    try:
+        with pool_metrics(metrics_port) as on_child_exit:
+            Pool(
+                dict.fromkeys(BUILTIN, processes),
+                url,
+                namespace=state.settings.namespace,
+                entry=worker_main,
+                metrics=metrics_port is not None,
+                on_child_exit=on_child_exit,
+            ).run()
+    except StreamcartError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -265,6 +296,9 @@ def dlq_purge(state: State, service: str, entry_ids: tuple[str, ...], yes: bool)
     click.echo(f"purged {count}")
 
 
+main.add_command(config_group)
+
+
 @main.command("redis")
 @click.option("--stop", is_flag=True, help="Stop the embedded server.")
 @pass_state
@@ -288,6 +322,42 @@ def redis_command(state: State, stop: bool) -> None:
         click.echo(ensure_embedded())
     except StreamcartError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@click.option("--watch", "-w", type=click.FloatRange(0.2), metavar="SECONDS",
+              help="Refresh every SECONDS until Ctrl-C.")  # fmt: skip
+@pass_state
+def status(state: State, as_json: bool, watch: float | None) -> None:
+    """Show every service: instances, counters, rates, lag, pending, dead letters."""
+    from streamcart.registry.report import as_data, table
+    from streamcart.registry.status import take_snapshot
+
+    def show(snapshot: Any) -> None:
+        if as_json:
+            click.echo(json.dumps(as_data(snapshot), indent=2))
+        else:
+            console.print(table(snapshot))
+
+    if watch is None:
+        show(state.run(lambda r: take_snapshot(r, state.keys)))
+        return
+
+    async def refresh(redis: Redis) -> None:
+        from rich.live import Live
+
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                snapshot = await take_snapshot(redis, state.keys)
+                if as_json:
+                    show(snapshot)
+                else:
+                    live.update(table(snapshot), refresh=True)
+                await asyncio.sleep(watch)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        state.run(refresh)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,8 +25,8 @@ log = logging.getLogger("streamcart.pool")
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-# The entry of a child: (spec, redis_url, namespace, concurrency, token, log level).
-ChildMain = Callable[[str, str, str, int, str | None, int], None]
+# The entry of a child: (spec, redis_url, namespace, concurrency, token, log level, metrics).
+ChildMain = Callable[[str, str, str, int, str | None, int, bool], None]
 
 
 class _Slot:
@@ -41,7 +41,11 @@ class _Slot:
 
 
 class Pool:
-    """Child processes per service: ``services`` maps a service spec to a count."""
+    """Child processes per service: ``services`` maps a service spec to a count.
+
+    ``metrics`` is handed to every child's entry; ``on_child_exit`` gets the pid
+    of every child reaped (so the metrics server can drop its live gauges).
+    """
 
     def __init__(
         self,
@@ -53,6 +57,8 @@ class Pool:
         entry: ChildMain,
         grace_s: float = 15.0,
         max_backoff_s: float = 30.0,
+        metrics: bool = False,
+        on_child_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.namespace = namespace
@@ -60,6 +66,8 @@ class Pool:
         self.entry = entry
         self.grace_s = grace_s
         self.max_backoff_s = max_backoff_s
+        self.metrics = metrics
+        self.on_child_exit = on_child_exit
         pool_id = uuid.uuid4().hex[:12]
         self.slots = [
             _Slot(spec, i, f"{pool_id}:{spec}:{i}")
@@ -98,6 +106,7 @@ class Pool:
                 self.concurrency,
                 slot.token,
                 logging.getLogger().getEffectiveLevel(),
+                self.metrics,
             ),
             name=f"streamcart-{slot.spec}-{slot.index}",
         )
@@ -116,6 +125,7 @@ class Pool:
                 continue
             if process is not None:
                 process.join()
+                self._exited(process)
                 slot.failures += 1
                 backoff = min(self.max_backoff_s, 0.5 * 2 ** (slot.failures - 1))
                 slot.restart_at = now + backoff
@@ -141,3 +151,13 @@ class Pool:
                 log.warning("worker pid %s did not stop in time; killing it", process.pid)
                 process.kill()
                 process.join()
+            self._exited(process)
+
+    def _exited(self, process: BaseProcess) -> None:
+        """Report a reaped child to ``on_child_exit``; a failing hook never stops supervision."""
+        if self.on_child_exit is None or process.pid is None:
+            return
+        try:
+            self.on_child_exit(process.pid)
+        except Exception:
+            log.exception("on_child_exit failed for pid %s", process.pid)

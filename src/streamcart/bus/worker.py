@@ -2,7 +2,7 @@
 
 Companions are async functions that run beside the consumer for the life of
 the worker (heartbeats, config reload, metrics): each gets the
-:class:`WorkerRuntime` and runs until cancelled. They are passed in, not
+:class:`WorkerRuntime` and returns once ``runtime.stop`` is set. They are passed in, not
 registered globally, so a test can run a worker with exactly the ones it wants.
 """
 
@@ -81,14 +81,13 @@ async def run_worker(
             service, redis, keys, consumer, instance_id=f"{name}.{uuid.uuid4().hex[:6]}", stop=stop
         )
         log.info("%s worker %s consuming %s", service.name, name, ", ".join(consumer.streams))
-        beside = [asyncio.create_task(_keep_lease(lease))]
+        beside = [asyncio.create_task(_keep_lease(lease, stop))]
         beside += [asyncio.create_task(_contained(c, runtime)) for c in companions]
         try:
             await consumer.run(stop)
         finally:
-            for task in beside:
-                task.cancel()
-            await asyncio.gather(*beside, return_exceptions=True)
+            stop.set()
+            await _finish(beside)
         with contextlib.suppress(RedisError, OSError):
             await lease.release()
         log.info("%s worker %s stopped", service.name, name)
@@ -106,9 +105,24 @@ async def _contained(companion: Companion, runtime: WorkerRuntime) -> None:
         log.exception("companion %s failed", getattr(companion, "__name__", companion))
 
 
-async def _keep_lease(lease: ConsumerLease) -> None:
-    while True:
-        await asyncio.sleep(LEASE_MS / 3000)
+async def _finish(tasks: list[asyncio.Task[None]], grace_s: float = 10.0) -> None:
+    """Let companions see ``stop`` and return; cancel only those that do not.
+
+    Cancelling is the last resort: on Python 3.11 a cancel that lands while a
+    Redis call times out can be swallowed, leaving the task running.
+    """
+    _, late = await asyncio.wait(tasks, timeout=grace_s)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=grace_s)
+
+
+async def _keep_lease(lease: ConsumerLease, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LEASE_MS / 3000)
+            return
         try:
             if not await lease.renew():
                 log.warning("consumer name %s was taken over after a pause", lease.name)

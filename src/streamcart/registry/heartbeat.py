@@ -43,7 +43,7 @@ def describe(runtime: WorkerRuntime) -> Instance:
 
 
 async def heartbeat(runtime: WorkerRuntime) -> None:
-    """Run for the life of the worker; deregisters it on the way out."""
+    """Run until the worker stops; deregisters it on the way out."""
     instance = describe(runtime)
     publisher = Publisher(runtime.redis, runtime.keys)
     reported = dict.fromkeys(COUNTERS, 0)
@@ -51,7 +51,7 @@ async def heartbeat(runtime: WorkerRuntime) -> None:
     last_beat = time.monotonic()
     last_tidy = 0.0
     try:
-        while True:
+        while not runtime.stop.is_set():
             options = runtime.consumer.options
             registry = Registry(runtime.redis, runtime.keys, ttl_ms=options.instance_ttl_ms)
             try:
@@ -80,7 +80,8 @@ async def heartbeat(runtime: WorkerRuntime) -> None:
                     )
             except RedisError as exc:
                 log.debug("heartbeat failed: %s", exc)
-            await asyncio.sleep(options.heartbeat_ms / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.stop.wait(), options.heartbeat_ms / 1000)
     finally:
         with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
             await asyncio.wait_for(_leave(runtime, instance, publisher), 5)
