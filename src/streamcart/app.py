@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
+from streamcart.bus.connection import connect
+from streamcart.bus.keys import Keys
 from streamcart.bus.loader import load_service
 from streamcart.bus.worker import Companion, run_worker
 from streamcart.config.watch import config_watcher
+from streamcart.registry.health import run_monitor
 from streamcart.registry.heartbeat import heartbeat
 from streamcart.telemetry.metrics import MetricsObserver, metrics_sampler
 
@@ -51,3 +55,22 @@ def worker_main(
             observers=[MetricsObserver()] if metrics else [],
         )
     )
+
+
+def monitor_main(redis_url: str, namespace: str, level: int) -> None:
+    """Run the health monitor in this process until SIGTERM or SIGINT."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    logging.getLogger("redis").setLevel(max(level, logging.INFO))
+    asyncio.run(_monitor(redis_url, namespace))
+
+
+async def _monitor(redis_url: str, namespace: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    redis = connect(redis_url)
+    try:
+        await run_monitor(redis, Keys(namespace), stop)
+    finally:
+        await redis.aclose()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from streamcart.app import LOG_FORMAT, worker_main
+from streamcart.app import LOG_FORMAT, monitor_main, worker_main
 from streamcart.bus import deadletter
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
@@ -178,6 +179,10 @@ def up(state: State, processes: int, metrics_port: int | None) -> None:
     """Start the whole system: Redis (embedded unless a URL is set) and every service."""
     url = state.redis_url()
     console.print(f"[bold]streamcart[/] up on {url}; services: {', '.join(BUILTIN)}. Ctrl-C stops.")
+    monitor = multiprocessing.get_context("spawn").Process(
+        target=monitor_main, args=(url, state.settings.namespace, _level()), name="monitor"
+    )
+    monitor.start()
     try:
         with pool_metrics(metrics_port) as on_child_exit:
             Pool(
@@ -190,6 +195,20 @@ def up(state: State, processes: int, metrics_port: int | None) -> None:
             ).run()
     except StreamcartError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        monitor.terminate()
+        monitor.join(10)
+
+
+@main.command("monitor")
+@pass_state
+def monitor_command(state: State) -> None:
+    """Watch lag, pending entries, dead letters, error rates and dead instances;
+    raise system.alert events (and POST them to the configured webhook).
+
+    Thresholds live in the config store: `streamcart config list monitor`.
+    """
+    monitor_main(state.redis_url(), state.settings.namespace, _level())
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -27,6 +27,7 @@ from streamcart.bus.service import Service
 from streamcart.config.resolve import Setting, check_key, describe, validate
 from streamcart.config.store import GLOBAL, ConfigChange, ConfigStore, encode_value
 from streamcart.errors import ConfigurationError, InvalidConfigError
+from streamcart.registry.health import MONITOR_SCOPE, monitor_scope
 
 T = TypeVar("T")
 console = Console()
@@ -176,6 +177,8 @@ def _target(args: tuple[str, ...], *names: str) -> tuple[Service | None, list[st
 
 
 def _service(spec: str) -> Service:
+    if spec == MONITOR_SCOPE:
+        return monitor_scope()
     try:
         return load_service(spec)
     except ConfigurationError as exc:

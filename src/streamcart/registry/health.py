@@ -20,7 +20,11 @@ from redis.exceptions import RedisError
 
 from streamcart.bus.keys import Keys
 from streamcart.bus.publisher import Publisher
+from streamcart.bus.service import Service
+from streamcart.config.resolve import effective
+from streamcart.config.store import ConfigStore
 from streamcart.registry.status import ServiceState, Snapshot, take_snapshot
+from streamcart.registry.webhook import webhook_sender
 
 log = logging.getLogger("streamcart.monitor")
 MONITOR_SCOPE = "monitor"
@@ -160,3 +164,39 @@ class Monitor:
                 await self.send_webhook(limits.webhook_url, body, limits.webhook_attempts)
             except Exception as exc:  # the alert is in the stream and the log already
                 log.warning("webhook %s failed: %s", limits.webhook_url, exc)
+
+
+def monitor_scope() -> Service:
+    """The monitor's place in the config store: the ``monitor`` scope, whose
+    keys are the fields of :class:`Thresholds` (``streamcart config set
+    monitor lag 500``)."""
+    return Service(MONITOR_SCOPE, settings=Thresholds)
+
+
+def thresholds_loader(store: ConfigStore) -> Callable[[], Awaitable[Thresholds]]:
+    """Reads the thresholds afresh on each check, so changes apply at once; a
+    bad stored value is logged and its default used."""
+    scope = monitor_scope()
+
+    def skip(error: Exception) -> None:
+        log.warning("ignoring monitor config: %s", error)
+
+    async def load() -> Thresholds:
+        values = await store.list(MONITOR_SCOPE)
+        _, settings = effective(scope, {}, values, on_invalid=skip)
+        assert isinstance(settings, Thresholds)  # the scope declares Thresholds
+        return settings
+
+    return load
+
+
+async def run_monitor(redis: Redis, keys: Keys, stop: asyncio.Event) -> None:
+    """The monitor as `streamcart monitor` and `streamcart up` run it."""
+    monitor = Monitor(
+        redis,
+        keys,
+        load_thresholds=thresholds_loader(ConfigStore(redis, keys)),
+        send_webhook=webhook_sender(),
+    )
+    log.info("health monitor watching namespace %s", keys.namespace)
+    await monitor.run(stop)
