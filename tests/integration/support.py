@@ -292,3 +292,17 @@ def poll_until(check: Callable[[], bool], within: float = 30.0, what: str = "") 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within}s: {what}")
         time.sleep(0.05)
+
+
+def pool_workers(pid: int) -> set[int]:
+    """The spawned worker processes of a pool (not its helpers, like a resource tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = {int(p) for p in path.read_text().split()} if path.exists() else set()
+    return {kid for kid in kids if b"spawn_main" in _cmdline(kid)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

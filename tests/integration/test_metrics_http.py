@@ -16,7 +16,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.support import child_env, cli, free_port
+from tests.integration.support import child_env, cli, free_port, pool_workers
 
 T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -68,20 +68,6 @@ def wait_for(check: Callable[[], T | None], what: str, log: Path, within: float 
     return value
 
 
-def workers_of(pid: int) -> set[int]:
-    """The spawned worker processes of a pool."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = {int(p) for p in path.read_text().split()} if path.exists() else set()
-    return {kid for kid in kids if b"spawn_main" in _cmdline(kid)}
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def gone(pid: int) -> bool:
     try:
         return "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -111,8 +97,8 @@ def test_a_pool_serves_the_metrics_of_all_its_processes(
     log = tmp_path / "pool.log"
     argv = cli(redis_url, namespace, "worker", "counter", "-p", "2", "-c", "8")
     with streamcart([*argv, "--metrics-port", str(port)], log) as pool:
-        wait_for(lambda: len(workers_of(pool.pid)) == 2, "two worker processes", log)
-        children = workers_of(pool.pid)
+        wait_for(lambda: len(pool_workers(pool.pid)) == 2, "two worker processes", log)
+        children = pool_workers(pool.pid)
         # Slow enough handlers that neither child can take the whole load alone.
         publish(sync_redis, namespace, "counter.increment", '{"name": "a", "sleep_ms": 10}', 300)
         publish(sync_redis, namespace, "counter.fail", '{"name": "broken"}', 3)
@@ -189,7 +175,7 @@ def test_metrics_off_serves_nothing(
     port = free_port()
     log = tmp_path / "worker.log"
     with streamcart(cli(redis_url, namespace, "worker", "counter", "-p", "2"), log) as pool:
-        wait_for(lambda: len(workers_of(pool.pid)) == 2, "two worker processes", log)
+        wait_for(lambda: len(pool_workers(pool.pid)) == 2, "two worker processes", log)
         publish(sync_redis, namespace, "counter.increment", '{"name": "a"}', 10)
         counts = f"{{{namespace}:counter}}:counts"
         wait_for(lambda: sync_redis.hget(counts, "a") == "10", "10 handled", log)

@@ -11,23 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.support import child_env, cli, poll_until
+from tests.integration.support import child_env, cli, poll_until, pool_workers
 
 pytestmark = pytest.mark.chaos
-
-
-def children(pid: int) -> set[int]:
-    """The worker processes of a pool (not its other helpers, like a resource tracker)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = {int(p) for p in path.read_text().split()} if path.exists() else set()
-    return {kid for kid in kids if b"spawn_main" in _cmdline(kid)}
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def publish(client: redis.Redis, namespace: str, count: int, prefix: str) -> None:
@@ -48,19 +34,19 @@ def test_a_pool_restarts_a_killed_child_and_stops_cleanly(
         pool = subprocess.Popen(argv, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
     counts = f"{{{namespace}:counter}}:counts"
     try:
-        poll_until(lambda: len(children(pool.pid)) == 2, what="two children")
+        poll_until(lambda: len(pool_workers(pool.pid)) == 2, what="two children")
         publish(sync_redis, namespace, 200, "a")
         poll_until(lambda: sync_redis.hget(counts, "a") == "200", what="first load handled")
 
-        victim = sorted(children(pool.pid))[0]
+        victim = sorted(pool_workers(pool.pid))[0]
         os.kill(victim, signal.SIGKILL)
         poll_until(
-            lambda: len(children(pool.pid) - {victim}) == 2, what="the killed child restarted"
+            lambda: len(pool_workers(pool.pid) - {victim}) == 2, what="the killed child restarted"
         )
         publish(sync_redis, namespace, 200, "b")
         poll_until(lambda: sync_redis.hget(counts, "b") == "200", what="second load handled")
 
-        kids = children(pool.pid)
+        kids = pool_workers(pool.pid)
         pool.send_signal(signal.SIGTERM)
         assert pool.wait(30) == 0
         for kid in kids:
@@ -91,7 +77,7 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
         url_file = tmp_path / "home" / "redis.url"
         poll_until(url_file.exists, what="the embedded server")
         client = redis.Redis.from_url(url_file.read_text().strip(), decode_responses=True)
-        poll_until(lambda: bool(children(up.pid)), what="the workers")
+        poll_until(lambda: bool(pool_workers(up.pid)), what="the workers")
         published = subprocess.run(
             [*streamcart, "publish", "counter.increment", '{"name": "up"}', "--to", "counter"],
             env=env,

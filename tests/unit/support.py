@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
 from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
+from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.service import Service
 
 KEYS = Keys("t")
@@ -17,10 +18,17 @@ KEYS = Keys("t")
 
 @asynccontextmanager
 async def running(
-    service: Service, redis: Redis, *, name: str = "c1", concurrency: int = 8
+    service: Service,
+    redis: Redis,
+    *,
+    name: str = "c1",
+    concurrency: int = 8,
+    observers: Sequence[ConsumerObserver] = (),
 ) -> AsyncIterator[Consumer]:
     """A consumer running in the background; stopped gracefully on exit."""
-    consumer = Consumer(service, redis, name=name, keys=KEYS, concurrency=concurrency)
+    consumer = Consumer(
+        service, redis, name=name, keys=KEYS, concurrency=concurrency, observers=observers
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     try:

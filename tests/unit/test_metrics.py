@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from typing import Any
 
 import msgspec
 import pytest
@@ -27,7 +26,7 @@ from streamcart.telemetry.metrics import (
     metrics_sampler,
     sample,
 )
-from tests.unit.support import KEYS, eventually
+from tests.unit.support import KEYS, eventually, running
 
 FAST = ServiceOptions(block_ms=20, retry_initial_ms=10, max_attempts=2, claim_timeout_ms=500)
 INBOX = KEYS.inbox("counter")
@@ -58,20 +57,8 @@ def runtime_for(consumer: Consumer) -> WorkerRuntime:
     )
 
 
-@asynccontextmanager
-async def consuming(
-    service: Service, redis: Redis, metrics: WorkerMetrics
-) -> AsyncIterator[Consumer]:
-    consumer = Consumer(
-        service, redis, name="c1", keys=KEYS, concurrency=4, observers=[MetricsObserver(metrics)]
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    try:
-        yield consumer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+def consuming(service: Service, redis: Redis, metrics: WorkerMetrics) -> Any:
+    return running(service, redis, concurrency=4, observers=[MetricsObserver(metrics)])
 
 
 # -- the observer ---------------------------------------------------------------
