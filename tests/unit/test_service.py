@@ -42,6 +42,12 @@ def test_a_bad_service_name_is_refused(bad: str) -> None:
         Service(bad)
 
 
+@pytest.mark.parametrize("reserved", ["global", "config"])
+def test_names_the_config_store_uses_are_reserved(reserved: str) -> None:
+    with pytest.raises(ConfigurationError, match="is reserved"):
+        Service(reserved)
+
+
 @pytest.mark.parametrize("bad", ["placed", "order.Placed", "order.placed.now", "*.x"])
 def test_a_bad_message_type_is_refused(bad: str) -> None:
     with pytest.raises(ConfigurationError, match=r"must look like 'topic\.name'"):

@@ -95,7 +95,6 @@ class Consumer:
         # What handlers see as ctx.config; replaced whole on hot reload.
         self.settings: Any = service.settings_type() if service.settings_type else None
         self.concurrency = max(1, concurrency)
-        self.prefetch = max(self.options.batch_size, 2 * self.concurrency)
         self.group = service.name
         self.streams = service.streams(self.keys)
         self.inbox = self.keys.inbox(service.name)
@@ -167,6 +166,11 @@ class Consumer:
     def apply_settings(self, settings: Any) -> None:
         """Hand ``settings`` to handlers as ``ctx.config`` from the next message on."""
         self.settings = settings
+
+    @property
+    def prefetch(self) -> int:
+        """Entries held at most: read ahead of the handlers, follows reloaded options."""
+        return max(self.options.batch_size, 2 * self.concurrency)
 
     def request_recovery(self) -> None:
         """Re-read this consumer's pending entries soon, e.g. after claiming

@@ -40,6 +40,8 @@ HandlerFunc = Callable[[Any, "Context"], Awaitable[None]]
 H = typing.TypeVar("H", bound=HandlerFunc)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# "global" is the config store's global scope; "config" its hash slot {<ns>:config}.
+RESERVED = frozenset({"global", "config"})
 _TYPE = re.compile(r"^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_]*|\*)$")
 
 
@@ -71,6 +73,10 @@ class Service:
         if not _NAME.match(name):
             raise ConfigurationError(
                 f"service name {name!r} must be lower-case letters, digits, '_' or '-'"
+            )
+        if name in RESERVED:
+            raise ConfigurationError(
+                f"service name {name!r} is reserved (the config store uses it); pick another"
             )
         self.name = name
         self.options = options or ServiceOptions()
