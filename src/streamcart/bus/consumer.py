@@ -1,8 +1,9 @@
 """The consumer runtime: one service's work loop inside one process.
 
 A reader fetches batches with XREADGROUP across the service's streams into a
-local queue bounded by ``prefetch``; ``concurrency`` worker tasks run the
-handlers; acknowledgements are flushed in pipelined XACK batches. Side loops
+local queue bounded by ``prefetch``; ``concurrency`` worker tasks hand each
+entry to the :class:`~streamcart.bus.dispatch.Dispatcher` (what happens to an
+entry); acknowledgements are flushed in pipelined XACK batches. Side loops
 renew the claim on in-flight entries (a long handler is never reclaimed from
 a live worker), reclaim the entries of dead consumers, move due delayed
 messages, trim streams safely and relay stale outbox entries.
@@ -15,62 +16,23 @@ import collections
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from streamcart.bus import claims, delayed
-from streamcart.bus.commit import commit, relay_stale
-from streamcart.bus.context import Context
-from streamcart.bus.deadletter import TRIMMED, dead_letter_fields, describe
-from streamcart.bus.envelope import ATTEMPT, ID, Envelope, Fields, parse_entry
+from streamcart.bus.commit import relay_stale
+from streamcart.bus.dispatch import DISCONNECTED, TRIMMED_REASON, Dispatcher, Item, Stats
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.scripts import Script
-from streamcart.bus.service import Handler, Service
-from streamcart.errors import MalformedEntryError, PermanentError, TransientError, UnknownTypeError
+from streamcart.bus.service import Service
 
 _trim = Script("trim.lua")
-# A handler's own OSError is a failure like any other; only these mean Redis is gone.
-_DISCONNECTED = (RedisConnectionError, RedisTimeoutError)
-
-
-class Item:
-    """An entry this consumer holds: read, being handled, or waiting for its ack."""
-
-    __slots__ = ("deliveries", "entry_id", "fields", "stream")
-
-    def __init__(self, stream: str, entry_id: str, fields: Fields | None, deliveries: int) -> None:
-        self.stream = stream
-        self.entry_id = entry_id
-        self.fields = fields
-        self.deliveries = deliveries
-
-
-class Stats:
-    """Counters of one consumer, for status and metrics."""
-
-    __slots__ = ("acked", "dead_lettered", "failed", "handled", "retried", "skipped")
-
-    def __init__(self) -> None:
-        self.handled = self.failed = self.retried = 0
-        self.dead_lettered = self.skipped = self.acked = 0
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return not isinstance(exc, (PermanentError, *_DISCONNECTED))
+_DISCONNECTED = DISCONNECTED
 
 
 class Consumer:
@@ -101,6 +63,15 @@ class Consumer:
         self.log = logger or logging.getLogger(f"streamcart.worker.{service.name}")
         self.stats = Stats()
         self.observers = list(observers)
+        self.dispatcher = Dispatcher(
+            service,
+            redis,
+            self.keys,
+            self,
+            stats=self.stats,
+            observers=self.observers,
+            log=self.log,
+        )
         # A deque and one event instead of asyncio.Queue: a wake-up per batch, not per entry.
         self._queue: collections.deque[Item] = collections.deque()
         self._work_ready = asyncio.Event()
@@ -279,7 +250,9 @@ class Consumer:
                     count=min(room, self.options.batch_size),
                 )
                 for entry_id in deleted:
-                    await self._dead_letter(Item(stream, entry_id, None, 0), TRIMMED_REASON, 0)
+                    await self.dispatcher.dead_letter(
+                        Item(stream, entry_id, None, 0), TRIMMED_REASON, 0
+                    )
                 ids = [entry_id for entry_id, _ in entries]
                 counts = await claims.delivery_counts(
                     self.redis, stream, self.group, self.name, ids
@@ -315,7 +288,7 @@ class Consumer:
             item = queue.popleft()
             self._running += 1
             try:
-                await self._process(item)
+                await self.dispatcher.process(item)
             except _DISCONNECTED as exc:
                 # Leave it pending: recovery reads it again once Redis is back.
                 self.log.warning("redis unavailable while handling %s: %s", item.entry_id, exc)
@@ -329,159 +302,9 @@ class Consumer:
                 if not self._running:
                     self._idle.set()
 
-    async def _process(self, item: Item) -> None:
-        if item.fields is None:
-            await self._dead_letter(item, TRIMMED_REASON, 0)
-            return
-        try:
-            envelope = parse_entry(
-                item.stream, item.entry_id, item.fields, max_bytes=self.options.max_entry_bytes
-            )
-        except MalformedEntryError as exc:
-            await self._dead_letter(item, describe(exc), 0)
-            return
-        handler = self.service.handler_for(envelope.type)
-        if handler is None:
-            if item.stream == self.inbox:
-                error = UnknownTypeError(
-                    f"service {self.service.name!r} has no handler for {envelope.type!r}; "
-                    f"it handles {sorted(self.service.patterns())}"
-                )
-                await self._dead_letter(item, describe(error), 0)
-            else:
-                self.stats.skipped += 1
-                self._ack(item)
-            return
-        if item.deliveries > self.options.max_deliveries:
-            reason = (
-                f"MaxDeliveriesExceeded: delivered {item.deliveries} times "
-                f"(max_deliveries={self.options.max_deliveries}); the worker may be crashing on it"
-            )
-            await self._dead_letter(item, reason, envelope.attempt)
-            return
-        try:
-            payload = handler.decoder.decode(envelope.data)
-        except PermanentError as exc:
-            await self._dead_letter(item, describe(exc), 0)
-            return
-        if (item.deliveries > 1 or envelope.attempt > 1) and await self.redis.exists(
-            self.keys.done(self.service.name, envelope.id)
-        ):
-            self.stats.skipped += 1  # its effects were committed before a crash
-            self._ack(item)
-            return
-        await self._handle(item, envelope, handler, payload)
-
-    async def _handle(self, item: Item, envelope: Envelope, handler: Handler, payload: Any) -> None:
-        started = time.perf_counter()
-        try:
-            await self._invoke(envelope, handler, payload)
-        except PermanentError as exc:
-            await self._dead_letter(item, describe(exc), envelope.attempt)
-            return
-        except _DISCONNECTED:
-            raise
-        except Exception as first:
-            await self._retry(item, envelope, handler, payload, first)
-            return
-        self._handled(envelope, started)
-        self._ack(item)
-
-    def _handled(self, envelope: Envelope, started: float) -> None:
-        self.stats.handled += 1
-        if self.observers:
-            seconds = time.perf_counter() - started
-            self._notify("handled", envelope.type, seconds)
-
-    def _notify(self, event: str, message_type: str, *args: float) -> None:
-        for observer in self.observers:
-            try:
-                getattr(observer, event)(self.service.name, message_type, *args)
-            except Exception:
-                self.log.exception("observer %r failed on %s", observer, event)
-
-    async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> None:
-        ctx = Context(self.service, envelope, self.redis, self.keys, self.log, config=self.settings)
-        try:
-            await handler.func(payload, ctx)
-            if ctx.has_effects or ctx.pipe is not None:
-                await commit(ctx, done_ttl_s=self.options.done_ttl_s)
-        finally:
-            if ctx.pipe is not None:
-                await ctx.pipe.reset()
-
-    async def _retry(
-        self, item: Item, envelope: Envelope, handler: Handler, payload: Any, first: Exception
-    ) -> None:
-        """After a failed first try: quick tries in place, then a delayed
-        redelivery through the inbox, or the dead-letter stream."""
-        opts = self.options
-        attempt = envelope.attempt
-        inline = min(opts.inline_attempts, opts.max_attempts - attempt + 1)
-        error: Exception = first
-        self.stats.failed += 1
-        self._notify("failed", envelope.type)
-        self.log.warning("%s %s attempt %d failed: %s", envelope.type, envelope.id, attempt, first)
-        if inline > 1:
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(inline - 1),
-                wait=wait_random_exponential(multiplier=opts.retry_initial_ms / 1000, max=1.0),
-                retry=retry_if_exception(_is_retryable),
-                reraise=True,
-            )
-            try:
-                async for try_ in retrying:
-                    with try_:
-                        attempt += 1
-                        started = time.perf_counter()
-                        try:
-                            await self._invoke(envelope, handler, payload)
-                        except Exception:
-                            self.stats.failed += 1
-                            self._notify("failed", envelope.type)
-                            raise
-            except PermanentError as exc:
-                await self._dead_letter(item, describe(exc), attempt)
-                return
-            except _DISCONNECTED:
-                raise
-            except Exception as exc:
-                error = exc
-            else:
-                self._handled(envelope, started)
-                self._ack(item)
-                return
-        if attempt >= opts.max_attempts:
-            await self._dead_letter(item, describe(error), attempt)
-            return
-        delay = getattr(error, "delay_ms", None) if isinstance(error, TransientError) else None
-        if delay is None:
-            cap = min(opts.retry_max_ms, opts.retry_initial_ms * 2 ** (attempt - 1))
-            delay = int(random.uniform(cap / 2, cap))
-        fields = {**envelope.fields, ID: envelope.id, ATTEMPT: str(attempt + 1)}
-        await delayed.schedule(self.redis, self.keys, self.inbox, fields, delay)
-        self.stats.retried += 1
-        self._notify("retried", envelope.type)
-        self._ack(item)
-
-    async def _dead_letter(self, item: Item, error: str, attempts: int) -> None:
-        fields = dead_letter_fields(
-            item.fields,
-            error=error,
-            attempts=attempts,
-            stream=item.stream,
-            entry_id=item.entry_id,
-            service=self.service.name,
-            at_ms=int(time.time() * 1000),
-        )
-        await self.redis.xadd(self.keys.dlq(self.service.name), fields)
-        self.stats.dead_lettered += 1
-        self._notify("dead_lettered", (item.fields or {}).get("type") or "-")
-        self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)
-        self._ack(item)
-
     # -- acknowledging ------------------------------------------------------
-    def _ack(self, item: Item) -> None:
+    def ack(self, item: Item) -> None:
+        """Acknowledge ``item`` with the next pipelined batch."""
         self._acks.setdefault(item.stream, []).append(item.entry_id)
         self._ack_wanted.set()
 
@@ -579,9 +402,6 @@ class Consumer:
             except _DISCONNECTED as exc:
                 failures += 1
                 await self._reconnect_pause(exc, failures)
-
-
-TRIMMED_REASON = f"{TRIMMED}: the entry was deleted from the stream while still pending"
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

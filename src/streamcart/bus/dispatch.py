@@ -1,0 +1,257 @@
+"""What happens to one stream entry: the failure semantics of DESIGN section 3.
+
+An entry is parsed, routed to its handler, decoded and handled; its effects
+are committed exactly once. A malformed entry, an unknown type in an inbox, a
+schema mismatch, a permanent error or too many deliveries send it to the
+dead-letter stream at once; an unknown type on a topic is skipped; a
+transient failure is retried in place (tenacity), then redelivered through
+the inbox after an exponential backoff with jitter, then dead-lettered after
+``max_attempts``. The consumer around it does the reading and acknowledging.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from streamcart.bus import delayed
+from streamcart.bus.commit import commit
+from streamcart.bus.context import Context
+from streamcart.bus.deadletter import TRIMMED, dead_letter_fields, describe
+from streamcart.bus.envelope import ATTEMPT, ID, Envelope, Fields, parse_entry
+from streamcart.bus.keys import Keys
+from streamcart.bus.observer import ConsumerObserver
+from streamcart.bus.options import ServiceOptions
+from streamcart.bus.service import Handler, Service
+from streamcart.errors import MalformedEntryError, PermanentError, TransientError, UnknownTypeError
+
+# A handler's own OSError is a failure like any other; only these mean Redis is gone.
+DISCONNECTED = (RedisConnectionError, RedisTimeoutError)
+TRIMMED_REASON = f"{TRIMMED}: the entry was deleted from the stream while still pending"
+
+
+class Item:
+    """An entry a consumer holds: read, being handled, or waiting for its ack."""
+
+    __slots__ = ("deliveries", "entry_id", "fields", "stream")
+
+    def __init__(self, stream: str, entry_id: str, fields: Fields | None, deliveries: int) -> None:
+        self.stream = stream
+        self.entry_id = entry_id
+        self.fields = fields
+        self.deliveries = deliveries
+
+
+class Stats:
+    """Counters of one consumer, for status and metrics."""
+
+    __slots__ = ("acked", "dead_lettered", "failed", "handled", "retried", "skipped")
+
+    def __init__(self) -> None:
+        self.handled = self.failed = self.retried = 0
+        self.dead_lettered = self.skipped = self.acked = 0
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return not isinstance(exc, (PermanentError, *DISCONNECTED))
+
+
+class Host(Protocol):
+    """What the dispatcher needs of its consumer: current config and acks."""
+
+    options: ServiceOptions
+    settings: Any
+
+    def ack(self, item: Item) -> None: ...
+
+
+class Dispatcher:
+    """Runs one service's handlers on entries, as its consumer hands them over."""
+
+    def __init__(
+        self,
+        service: Service,
+        redis: Redis,
+        keys: Keys,
+        host: Host,
+        *,
+        stats: Stats,
+        observers: Sequence[ConsumerObserver],
+        log: logging.Logger,
+    ) -> None:
+        self.service = service
+        self.redis = redis
+        self.keys = keys
+        self.host = host
+        self.stats = stats
+        self.observers = observers
+        self.log = log
+        self.inbox = keys.inbox(service.name)
+
+    async def process(self, item: Item) -> None:
+        """Handle one entry, or decide it is dead, skipped or to be retried later."""
+        if item.fields is None:
+            await self.dead_letter(item, TRIMMED_REASON, 0)
+            return
+        try:
+            envelope = parse_entry(
+                item.stream, item.entry_id, item.fields, max_bytes=self.host.options.max_entry_bytes
+            )
+        except MalformedEntryError as exc:
+            await self.dead_letter(item, describe(exc), 0)
+            return
+        handler = self.service.handler_for(envelope.type)
+        if handler is None:
+            if item.stream == self.inbox:
+                error = UnknownTypeError(
+                    f"service {self.service.name!r} has no handler for {envelope.type!r}; "
+                    f"it handles {sorted(self.service.patterns())}"
+                )
+                await self.dead_letter(item, describe(error), 0)
+            else:
+                self.stats.skipped += 1
+                self.host.ack(item)
+            return
+        if item.deliveries > self.host.options.max_deliveries:
+            cap = self.host.options.max_deliveries
+            reason = (
+                f"MaxDeliveriesExceeded: delivered {item.deliveries} times "
+                f"(max_deliveries={cap}); the worker may be crashing on it"
+            )
+            await self.dead_letter(item, reason, envelope.attempt)
+            return
+        try:
+            payload = handler.decoder.decode(envelope.data)
+        except PermanentError as exc:
+            await self.dead_letter(item, describe(exc), 0)
+            return
+        if (item.deliveries > 1 or envelope.attempt > 1) and await self.redis.exists(
+            self.keys.done(self.service.name, envelope.id)
+        ):
+            self.stats.skipped += 1  # its effects were committed before a crash
+            self.host.ack(item)
+            return
+        await self._handle(item, envelope, handler, payload)
+
+    async def _handle(self, item: Item, envelope: Envelope, handler: Handler, payload: Any) -> None:
+        started = time.perf_counter()
+        try:
+            await self._invoke(envelope, handler, payload)
+        except PermanentError as exc:
+            await self.dead_letter(item, describe(exc), envelope.attempt)
+            return
+        except DISCONNECTED:
+            raise
+        except Exception as first:
+            await self._retry(item, envelope, handler, payload, first)
+            return
+        self._handled(envelope, started)
+        self.host.ack(item)
+
+    def _handled(self, envelope: Envelope, started: float) -> None:
+        self.stats.handled += 1
+        if self.observers:
+            seconds = time.perf_counter() - started
+            self._notify("handled", envelope.type, seconds)
+
+    def _notify(self, event: str, message_type: str, *args: float) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(self.service.name, message_type, *args)
+            except Exception:
+                self.log.exception("observer %r failed on %s", observer, event)
+
+    async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> None:
+        ctx = Context(
+            self.service, envelope, self.redis, self.keys, self.log, config=self.host.settings
+        )
+        try:
+            await handler.func(payload, ctx)
+            if ctx.has_effects or ctx.pipe is not None:
+                await commit(ctx, done_ttl_s=self.host.options.done_ttl_s)
+        finally:
+            if ctx.pipe is not None:
+                await ctx.pipe.reset()
+
+    async def _retry(
+        self, item: Item, envelope: Envelope, handler: Handler, payload: Any, first: Exception
+    ) -> None:
+        """After a failed first try: quick tries in place, then a delayed
+        redelivery through the inbox, or the dead-letter stream."""
+        opts = self.host.options
+        attempt = envelope.attempt
+        inline = min(opts.inline_attempts, opts.max_attempts - attempt + 1)
+        error: Exception = first
+        self.stats.failed += 1
+        self._notify("failed", envelope.type)
+        self.log.warning("%s %s attempt %d failed: %s", envelope.type, envelope.id, attempt, first)
+        if inline > 1:
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(inline - 1),
+                wait=wait_random_exponential(multiplier=opts.retry_initial_ms / 1000, max=1.0),
+                retry=retry_if_exception(_is_retryable),
+                reraise=True,
+            )
+            try:
+                async for try_ in retrying:
+                    with try_:
+                        attempt += 1
+                        started = time.perf_counter()
+                        try:
+                            await self._invoke(envelope, handler, payload)
+                        except Exception:
+                            self.stats.failed += 1
+                            self._notify("failed", envelope.type)
+                            raise
+            except PermanentError as exc:
+                await self.dead_letter(item, describe(exc), attempt)
+                return
+            except DISCONNECTED:
+                raise
+            except Exception as exc:
+                error = exc
+            else:
+                self._handled(envelope, started)
+                self.host.ack(item)
+                return
+        if attempt >= opts.max_attempts:
+            await self.dead_letter(item, describe(error), attempt)
+            return
+        delay = getattr(error, "delay_ms", None) if isinstance(error, TransientError) else None
+        if delay is None:
+            cap = min(opts.retry_max_ms, opts.retry_initial_ms * 2 ** (attempt - 1))
+            delay = int(random.uniform(cap / 2, cap))
+        fields = {**envelope.fields, ID: envelope.id, ATTEMPT: str(attempt + 1)}
+        await delayed.schedule(self.redis, self.keys, self.inbox, fields, delay)
+        self.stats.retried += 1
+        self._notify("retried", envelope.type)
+        self.host.ack(item)
+
+    async def dead_letter(self, item: Item, error: str, attempts: int) -> None:
+        fields = dead_letter_fields(
+            item.fields,
+            error=error,
+            attempts=attempts,
+            stream=item.stream,
+            entry_id=item.entry_id,
+            service=self.service.name,
+            at_ms=int(time.time() * 1000),
+        )
+        await self.redis.xadd(self.keys.dlq(self.service.name), fields)
+        self.stats.dead_lettered += 1
+        self._notify("dead_lettered", (item.fields or {}).get("type") or "-")
+        self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)
+        self.host.ack(item)
