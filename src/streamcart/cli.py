@@ -29,6 +29,7 @@ from streamcart.bus.keys import Keys
 from streamcart.bus.loader import BUILTIN, load_service
 from streamcart.bus.pool import Pool
 from streamcart.bus.publisher import Publisher
+from streamcart.bus.rpc import RpcClient
 from streamcart.cli_config import config_group
 from streamcart.config import Settings
 from streamcart.errors import ConfigurationError, StreamcartError
@@ -242,6 +243,27 @@ def publish(
         lambda r: Publisher(r, state.keys).publish(type_, data, key=key, to=to, delay_ms=delay_ms)
     )
     click.echo(message_id)
+
+
+@main.command("call")
+@click.argument("target", metavar="SERVICE.METHOD")
+@click.argument("data", callback=_json_object, default="{}", required=False)
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.01),
+              help="Seconds to wait for the reply.")  # fmt: skip
+@pass_state
+def call_command(state: State, target: str, data: str, timeout: float) -> None:
+    """Call SERVICE.METHOD with JSON DATA and print the reply as JSON.
+
+    An error reply (not found, invalid, ...) or no reply in time exits with 1.
+    """
+    if target.count(".") != 1:
+        raise click.BadParameter("must look like 'service.method'", param_hint="SERVICE.METHOD")
+
+    async def job(redis: Redis) -> Any:
+        async with RpcClient(redis, state.keys) as rpc:
+            return await rpc.call(target, json.loads(data), timeout=timeout)
+
+    click.echo(json.dumps(state.run(job), indent=2))
 
 
 @main.group()

@@ -7,6 +7,8 @@ A handler raises a :class:`TransientError` (or any exception that is not a
 
 from __future__ import annotations
 
+import math
+
 
 class StreamcartError(Exception):
     """Root of every error streamcart raises on purpose."""
@@ -56,5 +58,92 @@ class TransientError(StreamcartError):
         self.delay_ms = delay_ms
 
 
-class ConflictError(TransientError):
+class WriteConflictError(TransientError):
     """A watched key changed while the handler ran; the handler runs again."""
+
+
+class DomainError(PermanentError):
+    """An answer, not a malfunction: the request cannot be done as asked.
+
+    Raised by a handler, it becomes an error reply to an RPC caller (and is not
+    dead-lettered); the caller raises the same class. ``code`` names it on the
+    wire and maps to an HTTP status at the gateway.
+    """
+
+    code = "invalid"
+
+
+class NotFoundError(DomainError):
+    code = "not_found"
+
+
+class InvalidError(DomainError):
+    code = "invalid"
+
+
+class ConflictError(DomainError):
+    code = "conflict"
+
+
+class ForbiddenError(DomainError):
+    code = "forbidden"
+
+
+class UnavailableError(TransientError):
+    """The service could not answer: nothing alive, its breaker open, or it kept failing."""
+
+    code = "unavailable"
+
+
+class CircuitOpenError(UnavailableError):
+    """A circuit breaker refused the call without making it.
+
+    An open breaker is the target being unavailable for a while, so it shares
+    :class:`UnavailableError`'s wire code (503 at the gateway) and stays
+    transient: a handler that lets it escape has its message retried no sooner
+    than ``retry_after_s`` (carried as ``delay_ms``) instead of dead-lettered.
+    """
+
+    def __init__(self, target: str, *, retry_after_s: float, state: str = "open") -> None:
+        retry_after_s = max(0.0, retry_after_s)
+        super().__init__(
+            f"{target} is unavailable: circuit {state.replace('_', '-')}, "
+            f"retry in {retry_after_s:.1f} s",
+            # Rounded first so float noise (3.2000000000000455 s) does not add a millisecond.
+            delay_ms=math.ceil(round(retry_after_s * 1000, 3)),
+        )
+        self.target = target
+        self.retry_after_s = retry_after_s
+
+
+class RpcTimeoutError(TransientError):
+    """No reply before the deadline; the request may still have been done."""
+
+    code = "timeout"
+
+
+class RemoteError(StreamcartError):
+    """An error reply whose code this side does not know."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+_BY_CODE: dict[str, type[StreamcartError]] = {
+    cls.code: cls
+    for cls in (
+        NotFoundError,
+        InvalidError,
+        ConflictError,
+        ForbiddenError,
+        UnavailableError,
+        RpcTimeoutError,
+    )
+}
+
+
+def error_from_reply(code: str, message: str) -> StreamcartError:
+    """The exception a caller raises for an error reply."""
+    cls = _BY_CODE.get(code)
+    return cls(message) if cls is not None else RemoteError(code, message)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import redis
 from click.testing import CliRunner
 
 from streamcart.cli import main
+from tests.integration.support import child_env, cli
 
 
 def _cli(url: str, namespace: str, *args: str, stdin: str | None = None) -> tuple[int, str]:
@@ -79,3 +82,25 @@ def test_dlq_list_show_replay_and_purge(
 def test_dlq_show_of_a_missing_entry_fails_clearly(redis_url: str, namespace: str) -> None:
     code, out = _cli(redis_url, namespace, "dlq", "show", "orders", "1-1")
     assert code == 1 and "no dead letter 1-1" in out
+
+
+def test_call_prints_the_reply_and_fails_clearly(
+    redis_url: str, namespace: str, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    sync_redis.hset(f"{{{namespace}:counter}}:counts", "apples", 4)
+    argv = cli(redis_url, namespace, "worker", "counter")
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(argv, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        code, out = _cli(redis_url, namespace, "call", "counter.get", '{"name": "apples"}')
+        assert code == 0, out
+        assert json.loads(out) == {"name": "apples", "count": 4}
+        code, out = _cli(redis_url, namespace, "call", "counter.get", '{"name": "pears"}')
+        assert code == 1 and "no counter named 'pears'" in out
+        code, out = _cli(redis_url, namespace, "call", "nobody.get", "{}", "--timeout", "0.2")
+        assert code == 1 and "no reply within 200 ms" in out
+        code, out = _cli(redis_url, namespace, "call", "counter", "{}")
+        assert code == 2 and "service.method" in out
+    finally:
+        worker.terminate()
+        worker.wait(30)

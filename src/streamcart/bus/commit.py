@@ -20,7 +20,7 @@ from redis.exceptions import RedisError, WatchError
 
 from streamcart.bus.context import Context, Outgoing
 from streamcart.bus.keys import Keys
-from streamcart.errors import ConflictError
+from streamcart.errors import WriteConflictError
 
 OUTBOX_STREAM = "outbox_stream"
 log = logging.getLogger("streamcart.commit")
@@ -30,7 +30,7 @@ async def commit(ctx: Context, *, done_ttl_s: int) -> bool:
     """Commit ``ctx``'s effects; ``False`` when this message was applied before.
 
     Raises:
-        ConflictError: a key the handler watched changed; run it again.
+        WriteConflictError: a key the handler watched changed; run it again.
     """
     outbox = ctx.keys.outbox(ctx.service.name)
     ops = ctx.tx.ops
@@ -50,7 +50,7 @@ async def commit(ctx: Context, *, done_ttl_s: int) -> bool:
     except WatchError:
         if await ctx.redis.exists(ctx.done_key):
             return False
-        raise ConflictError("a watched key changed while the handler ran") from None
+        raise WriteConflictError("a watched key changed while the handler ran") from None
     finally:
         ctx.pipe = None
         await pipe.reset()

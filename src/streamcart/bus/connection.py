@@ -6,6 +6,8 @@ from redis.asyncio import Redis
 
 from streamcart.bus.options import ServiceOptions
 
+MAX_CONNECTIONS = 1_000
+
 
 def connect(url: str, *, options: ServiceOptions | None = None) -> Redis:
     """A client whose socket timeout stays above the blocking-read time.
@@ -21,5 +23,7 @@ def connect(url: str, *, options: ServiceOptions | None = None) -> Redis:
         socket_connect_timeout=5,
         socket_keepalive=True,
         health_check_interval=30,
-        max_connections=None,
+        # redis-py caps a pool at 100 connections unless told otherwise; handlers,
+        # blocking reads and RPC calls in flight can need more.
+        max_connections=MAX_CONNECTIONS,
     )

@@ -16,6 +16,7 @@ import collections
 import contextlib
 import logging
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from streamcart.bus.dispatch import DISCONNECTED, TRIMMED_REASON, Dispatcher, It
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
+from streamcart.bus.rpc import RpcClient
 from streamcart.bus.scripts import Script
 from streamcart.bus.service import Service
 
@@ -63,6 +65,8 @@ class Consumer:
         self.log = logger or logging.getLogger(f"streamcart.worker.{service.name}")
         self.stats = Stats()
         self.observers = list(observers)
+        # For handlers' ctx.call(); its reply stream is made on the first call.
+        self.rpc = RpcClient(redis, self.keys, client_id=f"{service.name}.{uuid.uuid4().hex}")
         self.dispatcher = Dispatcher(
             service,
             redis,
@@ -125,6 +129,8 @@ class Consumer:
             # Cancelling it mid-flush instead could lose acknowledgements.
             self._drained = True
             self._ack_wanted.set()
+            with contextlib.suppress(RedisError):
+                await self.rpc.aclose()
             try:
                 await asyncio.wait_for(acker, 5.0)
             except (TimeoutError, RedisError, *_DISCONNECTED) as exc:

@@ -16,6 +16,7 @@ from redis.asyncio.client import Pipeline
 
 from streamcart.bus.envelope import Envelope, Fields, build_fields
 from streamcart.bus.keys import Keys
+from streamcart.bus.rpc import RpcClient
 from streamcart.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Context:
         "outgoing",
         "pipe",
         "redis",
+        "rpc",
         "service",
     )
 
@@ -88,6 +90,7 @@ class Context:
         logger: logging.Logger,
         *,
         config: Any = None,
+        rpc: RpcClient | None = None,
     ) -> None:
         self.service = service
         self.message = message
@@ -97,6 +100,7 @@ class Context:
         # The service's settings instance as of this message (hot-reloaded
         # between messages, never during one); None when it declares none.
         self.config = config
+        self.rpc = rpc
         self.outgoing: list[Outgoing] = []
         # Holds the connection of a WATCH, from ctx.watch() to the commit.
         self.pipe: Pipeline | None = None
@@ -144,4 +148,30 @@ class Context:
         """Send a command to one service's inbox, once the handler commits."""
         self.outgoing.append(
             Outgoing(self.keys.inbox(service), build_fields(message_type, data, key=key))
+        )
+
+    async def call(
+        self,
+        target: str,
+        data: Any = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - it becomes the request's deadline
+        response_type: Any = Any,
+    ) -> Any:
+        """Call ``service.method`` and return its reply; never past this
+        message's own deadline, so a nested call cannot outlive its caller.
+
+        Raises:
+            ConfigurationError: the context has no RPC client (a bare test context).
+            RpcTimeoutError, NotFoundError, InvalidError, ConflictError,
+            ForbiddenError, UnavailableError: as :meth:`RpcClient.call`.
+        """
+        if self.rpc is None:
+            raise ConfigurationError("this context has no RPC client to call other services")
+        return await self.rpc.call(
+            target,
+            data,
+            timeout=timeout,
+            deadline_ms=self.message.deadline_ms,
+            response_type=response_type,
         )

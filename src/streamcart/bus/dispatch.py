@@ -35,8 +35,16 @@ from streamcart.bus.envelope import ATTEMPT, ID, Envelope, Fields, parse_entry
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
+from streamcart.bus.rpc import Replier, RpcClient
 from streamcart.bus.service import Handler, Service
-from streamcart.errors import MalformedEntryError, PermanentError, TransientError, UnknownTypeError
+from streamcart.errors import (
+    DomainError,
+    MalformedEntryError,
+    PermanentError,
+    TransientError,
+    UnavailableError,
+    UnknownTypeError,
+)
 
 # A handler's own OSError is a failure like any other; only these mean Redis is gone.
 DISCONNECTED = (RedisConnectionError, RedisTimeoutError)
@@ -74,6 +82,7 @@ class Host(Protocol):
 
     options: ServiceOptions
     settings: Any
+    rpc: RpcClient
 
     def ack(self, item: Item) -> None: ...
 
@@ -100,6 +109,7 @@ class Dispatcher:
         self.observers = observers
         self.log = log
         self.inbox = keys.inbox(service.name)
+        self.replier = Replier(redis)
 
     async def process(self, item: Item) -> None:
         """Handle one entry, or decide it is dead, skipped or to be retried later."""
@@ -120,7 +130,7 @@ class Dispatcher:
                     f"service {self.service.name!r} has no handler for {envelope.type!r}; "
                     f"it handles {sorted(self.service.patterns())}"
                 )
-                await self.dead_letter(item, describe(error), 0)
+                await self._failed_for_good(item, envelope, error, 0)
             else:
                 self.stats.skipped += 1
                 self.host.ack(item)
@@ -136,7 +146,13 @@ class Dispatcher:
         try:
             payload = handler.decoder.decode(envelope.data)
         except PermanentError as exc:
-            await self.dead_letter(item, describe(exc), 0)
+            await self._failed_for_good(item, envelope, exc, 0)
+            return
+        deadline = envelope.deadline_ms
+        if deadline is not None and time.time() * 1000 > deadline:
+            self.stats.skipped += 1  # its caller has given up: doing it now helps nobody
+            self.log.info("dropped %s %s: past its deadline", envelope.type, envelope.id)
+            self.host.ack(item)
             return
         if (item.deliveries > 1 or envelope.attempt > 1) and await self.redis.exists(
             self.keys.done(self.service.name, envelope.id)
@@ -149,17 +165,34 @@ class Dispatcher:
     async def _handle(self, item: Item, envelope: Envelope, handler: Handler, payload: Any) -> None:
         started = time.perf_counter()
         try:
-            await self._invoke(envelope, handler, payload)
+            result = await self._invoke(envelope, handler, payload)
         except PermanentError as exc:
-            await self.dead_letter(item, describe(exc), envelope.attempt)
+            await self._failed_for_good(item, envelope, exc, envelope.attempt)
             return
         except DISCONNECTED:
             raise
         except Exception as first:
             await self._retry(item, envelope, handler, payload, first)
             return
+        await self._succeeded(item, envelope, started, result)
+
+    async def _succeeded(self, item: Item, envelope: Envelope, started: float, result: Any) -> None:
         self._handled(envelope, started)
+        if envelope.reply_to:
+            await self.replier.ok(envelope, result)
         self.host.ack(item)
+
+    async def _failed_for_good(
+        self, item: Item, envelope: Envelope, exc: Exception, attempts: int
+    ) -> None:
+        """A request gets the error as its reply; a domain answer (not found,
+        conflict...) to a request is not a malfunction and is not dead-lettered."""
+        if envelope.reply_to:
+            await self.replier.error(envelope, exc)
+            if isinstance(exc, DomainError):
+                self.host.ack(item)
+                return
+        await self.dead_letter(item, describe(exc), attempts)
 
     def _handled(self, envelope: Envelope, started: float) -> None:
         self.stats.handled += 1
@@ -174,14 +207,16 @@ class Dispatcher:
             except Exception:
                 self.log.exception("observer %r failed on %s", observer, event)
 
-    async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> None:
+    async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> Any:
         ctx = Context(
-            self.service, envelope, self.redis, self.keys, self.log, config=self.host.settings
-        )
+            self.service, envelope, self.redis, self.keys, self.log,
+            config=self.host.settings, rpc=self.host.rpc,
+        )  # fmt: skip
         try:
-            await handler.func(payload, ctx)
+            result = await handler.func(payload, ctx)
             if ctx.has_effects or ctx.pipe is not None:
                 await commit(ctx, done_ttl_s=self.host.options.done_ttl_s)
+            return result
         finally:
             if ctx.pipe is not None:
                 await ctx.pipe.reset()
@@ -211,22 +246,26 @@ class Dispatcher:
                         attempt += 1
                         started = time.perf_counter()
                         try:
-                            await self._invoke(envelope, handler, payload)
+                            result = await self._invoke(envelope, handler, payload)
                         except Exception:
                             self.stats.failed += 1
                             self._notify("failed", envelope.type)
                             raise
             except PermanentError as exc:
-                await self.dead_letter(item, describe(exc), attempt)
+                await self._failed_for_good(item, envelope, exc, attempt)
                 return
             except DISCONNECTED:
                 raise
             except Exception as exc:
                 error = exc
             else:
-                self._handled(envelope, started)
-                self.host.ack(item)
+                await self._succeeded(item, envelope, started, result)
                 return
+        if envelope.reply_to:
+            # Its caller is waiting now: answer instead of retrying after a backoff.
+            await self.replier.error(envelope, UnavailableError(describe(error)))
+            self.host.ack(item)
+            return
         if attempt >= opts.max_attempts:
             await self.dead_letter(item, describe(error), attempt)
             return

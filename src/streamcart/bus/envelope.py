@@ -39,6 +39,17 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 1
     fields: Fields = msgspec.field(default_factory=dict)
 
+    @property
+    def reply_to(self) -> str | None:
+        """Where a request's answer goes (None: not a request)."""
+        return self.fields.get(REPLY_TO)
+
+    @property
+    def deadline_ms(self) -> int | None:
+        """The caller's deadline (Unix ms), if it gave one."""
+        text = self.fields.get(DEADLINE_MS)
+        return int(text) if text and text.isdigit() else None
+
 
 def new_message_id() -> str:
     """A unique, time-ordered message id (UUIDv7 layout, hex)."""

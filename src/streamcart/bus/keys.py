@@ -54,6 +54,10 @@ class Keys:
     def consumer_lease(self, service: str, consumer: str) -> str:
         return self.state(service, "consumer", consumer)
 
+    def reply(self, client_id: str) -> str:
+        """The stream an RPC client reads its replies from."""
+        return f"{self.namespace}:reply:{client_id}"
+
     # -- registry -----------------------------------------------------------
     def services(self) -> str:
         """Hash: every service that ever registered an instance -> its streams (JSON)."""
@@ -102,3 +106,13 @@ class Keys:
     def config_channel(self) -> str:
         """Pub/sub channel announcing a new config version."""
         return f"{self.namespace}:config"
+
+    # -- rate limits --------------------------------------------------------
+    def rate_limit(self, name: str, subject: str) -> str:
+        """Hash ``{tokens, ts}``: one token bucket of limiter ``name`` for ``subject``.
+
+        The limiter script touches only this key, so it needs no hash tag;
+        without one, the buckets of many clients spread over a cluster's
+        slots instead of all landing on one.
+        """
+        return f"{self.namespace}:rl:{name}:{subject}"

@@ -36,7 +36,8 @@ from streamcart.errors import ConfigurationError
 if typing.TYPE_CHECKING:
     from streamcart.bus.context import Context
 
-HandlerFunc = Callable[[Any, "Context"], Awaitable[None]]
+# A handler returns None, or for a request the reply (a Struct, dict, list or scalar).
+HandlerFunc = Callable[[Any, "Context"], Awaitable[Any]]
 H = typing.TypeVar("H", bound=HandlerFunc)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")

@@ -1,6 +1,8 @@
 """The counter: the smallest service with state, events and failure modes.
 
 ``counter.increment`` adds to a named counter and emits ``counter.incremented``;
+``counter.get`` answers a request with the count (``counter.get_via`` asks it
+through a nested call);
 ``counter.noop`` does nothing (the benchmark's handler); ``counter.fail``
 raises until the config flag ``fixed`` is set, to show retries and replay.
 """
@@ -14,7 +16,7 @@ import msgspec
 from streamcart.bus.context import Context
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.service import Service
-from streamcart.errors import TransientError
+from streamcart.errors import NotFoundError, TransientError
 
 
 class Increment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -25,6 +27,16 @@ class Increment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Fail(msgspec.Struct, frozen=True):
     name: str
+
+
+class Get(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    sleep_ms: int = 0
+
+
+class Count(msgspec.Struct, frozen=True):
+    name: str
+    count: int
 
 
 def build(options: ServiceOptions | None = None) -> Service:
@@ -47,5 +59,21 @@ def build(options: ServiceOptions | None = None) -> Service:
         if not await ctx.redis.hget(ctx.key("fixed"), msg.name):
             raise TransientError(f"counter {msg.name!r} is broken until it is fixed")
         ctx.tx.hincrby(ctx.key("counts"), msg.name, 1)
+
+    @service.on("counter.get")
+    async def get(msg: Get, ctx: Context) -> Count:
+        """A request: the reply is the counter, or a not-found error."""
+        if msg.sleep_ms:
+            await asyncio.sleep(msg.sleep_ms / 1000)
+        value = await ctx.redis.hget(ctx.key("counts"), msg.name)
+        if value is None:
+            raise NotFoundError(f"no counter named {msg.name!r}")
+        return Count(msg.name, int(value))
+
+    @service.on("counter.get_via")
+    async def get_via(msg: Get, ctx: Context) -> Count:
+        """A request that asks another (here: the same) service, within its own deadline."""
+        reply: Count = await ctx.call("counter.get", msg, timeout=30, response_type=Count)
+        return reply
 
     return service

@@ -1,0 +1,214 @@
+"""Request/reply over streams.
+
+A caller sends a request to the service's inbox with ``reply_to`` (its own
+reply stream), ``correlation_id`` and ``deadline_ms``; one reader task per
+client wakes the waiting call when the reply arrives. A reply that comes
+after its caller gave up finds no waiter and is dropped; a caller that is gone
+gets no reply at all (``reply.lua``), so nothing is left behind. Error replies
+carry a code that becomes the same exception class on the caller's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from types import TracebackType
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from streamcart.bus.envelope import (
+    CORRELATION_ID,
+    DEADLINE_MS,
+    REPLY_TO,
+    Envelope,
+    build_fields,
+    encode_data,
+)
+from streamcart.bus.keys import Keys
+from streamcart.bus.scripts import Script
+from streamcart.errors import (
+    DomainError,
+    InvalidError,
+    PermanentError,
+    RpcTimeoutError,
+    StreamcartError,
+    UnavailableError,
+    error_from_reply,
+)
+
+log = logging.getLogger("streamcart.rpc")
+_reply = Script("reply.lua")
+REPLY_KEEP = 10_000
+STATUS, CODE, MESSAGE, DATA = "status", "code", "message", "data"
+# A reply stream lives this long after its client's last sign of life.
+STREAM_TTL_MS = 60_000
+READ_BLOCK_MS = 500
+
+
+class Replier:
+    """The responder's side: answers a request, if its caller still listens."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def ok(self, request: Envelope, result: Any) -> None:
+        data = "null" if result is None else encode_data(result)
+        await self._send(request, {STATUS: "ok", DATA: data})
+
+    async def error(self, request: Envelope, exc: BaseException) -> None:
+        if isinstance(exc, DomainError | UnavailableError | RpcTimeoutError):
+            code = exc.code
+        elif isinstance(exc, PermanentError):
+            code = InvalidError.code  # a request the handler cannot take as sent
+        else:
+            code = UnavailableError.code
+        await self._send(request, {STATUS: "error", CODE: code, MESSAGE: str(exc)})
+
+    async def _send(self, request: Envelope, fields: dict[str, str]) -> None:
+        reply_to = request.reply_to
+        if not reply_to:
+            return
+        fields[CORRELATION_ID] = request.fields.get(CORRELATION_ID, "")
+        flat = [item for pair in fields.items() for item in pair]
+        try:
+            if not await _reply(self.redis, [reply_to], [REPLY_KEEP, *flat]):
+                log.debug("caller of %s is gone; reply dropped", request.id)
+        except RedisError as exc:  # the caller times out; the work itself is done
+            log.warning("reply to %s failed: %s", request.id, exc)
+
+
+class RpcClient:
+    """Sends requests and awaits their replies; one reply stream per client.
+
+    Use it as ``async with RpcClient(redis, keys) as rpc: await rpc.call(...)``.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, *, client_id: str | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.reply_stream = keys.reply(client_id or uuid.uuid4().hex)
+        self._waiters: dict[str, asyncio.Future[dict[str, str]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._last_id = "0-0"
+        self._closing = False
+        self._started = asyncio.Lock()
+
+    async def __aenter__(self) -> RpcClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def pending(self) -> int:
+        """Calls waiting for a reply right now."""
+        return len(self._waiters)
+
+    async def start(self) -> None:
+        async with self._started:
+            if self._reader is not None:
+                return
+            # The stream must exist before any request names it (see reply.lua).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.reply_stream, {"hello": "1"})
+                pipe.pexpire(self.reply_stream, STREAM_TTL_MS)
+                self._last_id, _ = await pipe.execute()
+            self._reader = asyncio.create_task(self._read_replies())
+
+    async def aclose(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            # The reader sees the flag after its current blocking read; a cancel
+            # is the fallback, as redis-py can swallow one on Python 3.11.
+            self._closing = True
+            _, late = await asyncio.wait([reader], timeout=READ_BLOCK_MS / 1000 + 1)
+            for task in late:
+                task.cancel()
+        for waiter in self._waiters.values():
+            waiter.cancel()
+        self._waiters.clear()
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(self.reply_stream)
+
+    async def call(
+        self,
+        target: str,
+        data: Any = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - it becomes the request's deadline
+        deadline_ms: int | None = None,
+        response_type: Any = Any,
+    ) -> Any:
+        """Call ``service.method`` with ``data``; returns the decoded reply.
+
+        The deadline is the earlier of ``timeout`` from now and ``deadline_ms``
+        (an outer caller's deadline, so nested calls never outlive it).
+
+        Raises:
+            RpcTimeoutError: no reply by the deadline.
+            NotFoundError, InvalidError, ConflictError, ForbiddenError,
+            UnavailableError, RemoteError: the service answered with an error.
+        """
+        service, _, method = target.partition(".")
+        if not service or not method:
+            raise InvalidError(f"call target {target!r} must look like 'service.method'")
+        await self.start()
+        now_ms = int(time.time() * 1000)
+        deadline = now_ms + int(timeout * 1000)
+        if deadline_ms is not None:
+            deadline = min(deadline, deadline_ms)
+        if deadline <= now_ms:
+            raise RpcTimeoutError(f"{target}: the deadline passed before the call was sent")
+        correlation = uuid.uuid4().hex
+        waiter: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._waiters[correlation] = waiter
+        try:
+            extra = {REPLY_TO: self.reply_stream, CORRELATION_ID: correlation,
+                     DEADLINE_MS: str(deadline)}  # fmt: skip
+            fields = build_fields(target, {} if data is None else data, extra=extra)
+            await self.redis.xadd(self.keys.inbox(service), fields)
+            reply = await asyncio.wait_for(waiter, (deadline - now_ms) / 1000)
+        except TimeoutError:
+            raise RpcTimeoutError(f"{target}: no reply within {deadline - now_ms} ms") from None
+        finally:
+            self._waiters.pop(correlation, None)
+        if reply.get(STATUS) != "ok":
+            raise error_from_reply(reply.get(CODE, "internal"), reply.get(MESSAGE, ""))
+        try:
+            return msgspec.json.decode(reply.get(DATA, "null"), type=response_type)
+        except msgspec.ValidationError as exc:
+            raise StreamcartError(f"{target} replied with an unexpected shape: {exc}") from exc
+
+    async def _read_replies(self) -> None:
+        last = self._last_id  # not "$": a reply may land before the first read
+        failures = 0
+        refreshed = 0.0
+        while not self._closing:
+            try:
+                if time.monotonic() - refreshed > STREAM_TTL_MS / 3000:
+                    await self.redis.pexpire(self.reply_stream, STREAM_TTL_MS)
+                    refreshed = time.monotonic()
+                reply = await self.redis.xread(
+                    {self.reply_stream: last}, block=READ_BLOCK_MS, count=500
+                )
+                failures = 0
+            except RedisError as exc:
+                failures += 1
+                log.warning("reply stream unreadable (%s); retrying", exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    waiter = self._waiters.get(fields.get(CORRELATION_ID, ""))
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(fields)
