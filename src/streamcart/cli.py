@@ -372,14 +372,20 @@ def redis_command(state: State, stop: bool) -> None:
 @pass_state
 def status(state: State, as_json: bool, watch: float | None) -> None:
     """Show every service: instances, counters, rates, lag, pending, dead letters."""
-    from streamcart.registry.report import as_data, table
+    from rich.console import Group
+
+    from streamcart.registry.report import as_data, breaker_table, table
     from streamcart.registry.status import take_snapshot
+
+    def render(snapshot: Any) -> Any:
+        breakers = breaker_table(snapshot)
+        return table(snapshot) if breakers is None else Group(table(snapshot), breakers)
 
     def show(snapshot: Any) -> None:
         if as_json:
             click.echo(json.dumps(as_data(snapshot), indent=2))
         else:
-            console.print(table(snapshot))
+            console.print(render(snapshot))
 
     if watch is None:
         show(state.run(lambda r: take_snapshot(r, state.keys)))
@@ -394,7 +400,7 @@ def status(state: State, as_json: bool, watch: float | None) -> None:
                 if as_json:
                     show(snapshot)
                 else:
-                    live.update(table(snapshot), refresh=True)
+                    live.update(render(snapshot), refresh=True)
                 await asyncio.sleep(watch)
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from fakeredis import FakeAsyncRedis
 
 from streamcart.registry import Instance, Registry
@@ -61,3 +62,30 @@ async def test_a_snapshot_of_an_empty_namespace_says_how_to_start(
     snapshot = await take_snapshot(fake_redis, KEYS)
     assert snapshot.services == []
     assert "streamcart worker" in str(table(snapshot).caption)
+
+
+async def test_breaker_reports_show_in_the_snapshot_until_they_go_stale(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    from streamcart.registry.report import breaker_table
+    from streamcart.resilience.breaker import CircuitBreaker
+    from streamcart.resilience.breaker_board import STALE_MS, publish
+
+    breaker = CircuitBreaker("payments")
+    for _ in range(10):
+        breaker.record_failure()
+    await publish(fake_redis, KEYS, "gateway@h:1", [breaker.snapshot()])
+    await fake_redis.hset(KEYS.breakers(), "junk", "not json")
+    snapshot = await take_snapshot(fake_redis, KEYS)
+    [report] = snapshot.breakers
+    assert (report.owner, report.breaker.target, report.breaker.state) == (
+        "gateway@h:1", "payments", "open",
+    )  # fmt: skip
+    assert breaker_table(snapshot) is not None
+    assert as_data(snapshot)["breakers"][0]["breaker"]["state"] == "open"
+
+    stale = msgspec.json.encode(
+        msgspec.structs.replace(report, reported_at_ms=report.reported_at_ms - STALE_MS - 1)
+    )
+    await fake_redis.hset(KEYS.breakers(), "gateway@h:1/payments", stale)
+    assert (await take_snapshot(fake_redis, KEYS)).breakers == []

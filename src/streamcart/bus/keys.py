@@ -54,6 +54,10 @@ class Keys:
     def consumer_lease(self, service: str, consumer: str) -> str:
         return self.state(service, "consumer", consumer)
 
+    def breakers(self) -> str:
+        """Hash: ``<owner>/<target>`` -> the last reported state of that circuit breaker."""
+        return f"{self.namespace}:breakers"
+
     def reply(self, client_id: str) -> str:
         """The stream an RPC client reads its replies from."""
         return f"{self.namespace}:reply:{client_id}"

@@ -64,3 +64,20 @@ def table(snapshot: Snapshot) -> Table:
     if not snapshot.services:
         grid.caption = "no service has registered yet: start one with `streamcart worker`"
     return grid
+
+
+def breaker_table(snapshot: Snapshot) -> Table | None:
+    """One row per reported circuit breaker, or None when none reported."""
+    if not snapshot.breakers:
+        return None
+    grid = Table(title="circuit breakers", title_justify="left", box=box.SIMPLE_HEAD,
+                 pad_edge=False, collapse_padding=True)  # fmt: skip
+    for column in ("target", "state", "calls", "failures", "retry in", "reported by"):
+        grid.add_column(column, no_wrap=True)
+    colours = {"closed": "green", "half_open": "yellow", "open": "red"}
+    for report in snapshot.breakers:
+        state = report.breaker
+        retry = f"{state.retry_after_s:.1f} s" if state.retry_after_s else "-"
+        grid.add_row(state.target, f"[{colours[state.state]}]{state.state}[/]", str(state.calls),
+                     str(state.failures), retry, report.owner)  # fmt: skip
+    return grid

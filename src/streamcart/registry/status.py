@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
 from streamcart.registry.instances import Instance
+from streamcart.resilience.breaker_board import BreakerReport, fresh_reports
 
 
 class StreamState(msgspec.Struct, kw_only=True):
@@ -57,6 +58,7 @@ class ServiceState(msgspec.Struct, kw_only=True):
 class Snapshot(msgspec.Struct, kw_only=True):
     at_ms: int
     services: list[ServiceState]
+    breakers: list[BreakerReport] = msgspec.field(default_factory=list)
 
 
 def _entry_ms(entry_id: str) -> int:
@@ -75,7 +77,8 @@ async def take_snapshot(redis: Redis, keys: Keys) -> Snapshot:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.time()
         pipe.hgetall(keys.services())
-        (seconds, micros), known = await pipe.execute()
+        pipe.hgetall(keys.breakers())
+        (seconds, micros), known, breakers = await pipe.execute()
     now = int(seconds) * 1000 + int(micros) // 1000
     services = {name: msgspec.json.decode(about, type=_About) for name, about in known.items()}
 
@@ -124,7 +127,7 @@ async def take_snapshot(redis: Redis, keys: Keys) -> Snapshot:
                 state.instances.append(instance)
                 state.rate += instance.rate
                 state.in_flight += instance.in_flight
-    return Snapshot(at_ms=now, services=states)
+    return Snapshot(at_ms=now, services=states, breakers=fresh_reports(breakers, now))
 
 
 def _ok(reply: Any, default: Any) -> Any:
