@@ -31,6 +31,7 @@ from streamcart.bus.pool import Pool
 from streamcart.bus.publisher import Publisher
 from streamcart.bus.rpc import RpcClient
 from streamcart.cli_config import config_group
+from streamcart.cli_users import users_group
 from streamcart.config import Settings
 from streamcart.errors import ConfigurationError, StreamcartError
 from streamcart.telemetry.serving import pool_metrics, process_metrics
@@ -338,6 +339,7 @@ def dlq_purge(state: State, service: str, entry_ids: tuple[str, ...], yes: bool)
 
 
 main.add_command(config_group)
+main.add_command(users_group)
 
 
 @main.command("redis")

@@ -12,6 +12,7 @@ from streamcart.errors import ConfigurationError
 # Built-in services: name -> "module:factory".
 BUILTIN: dict[str, str] = {
     "counter": "streamcart.examples.counter:build",
+    "users": "streamcart.workers.users.service:build",
 }
 
 
