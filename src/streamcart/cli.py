@@ -202,6 +202,20 @@ def up(state: State, processes: int, metrics_port: int | None) -> None:
         monitor.join(10)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@pass_state
+def gateway(state: State, host: str, port: int) -> None:
+    """Serve the HTTP API (OpenAPI at /schema) until Ctrl-C."""
+    from streamcart.gateway import gateway_main
+
+    try:
+        gateway_main(state.redis_url(), state.settings.namespace, host, port, _level())
+    except (RedisError, OSError, StreamcartError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.command("monitor")
 @pass_state
 def monitor_command(state: State) -> None:

@@ -1,0 +1,106 @@
+"""The gateway app, composed explicitly: routes, middleware, hooks and lifespan as lists.
+
+:func:`create_app` builds a :class:`~litestar.Litestar` around a Redis client
+the caller owns; :func:`gateway_main` is the process entry point the CLI uses,
+owning its client and serving with uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from streamcart import __version__
+from streamcart.bus.connection import connect
+from streamcart.bus.keys import Keys
+from streamcart.gateway.auth import Authenticator
+from streamcart.gateway.dependencies import AUTHENTICATOR, SERVICES
+from streamcart.gateway.errors import error_handlers
+from streamcart.gateway.middleware.metrics import GatewayMetrics, MetricsMiddleware
+from streamcart.gateway.middleware.ratelimit import DEFAULT_LIMIT, RateLimitMiddleware
+from streamcart.gateway.middleware.trace import add_trace_id
+from streamcart.gateway.routes import health, users
+from streamcart.gateway.services import Services
+from streamcart.resilience.breaker import Breakers
+from streamcart.resilience.ratelimit import RateLimit, TokenBucket
+
+log = logging.getLogger("streamcart.gateway")
+RATE_LIMITER = "gateway:client"
+
+
+def create_app(
+    redis: Redis,
+    keys: Keys,
+    *,
+    rpc_timeout_s: float = 5.0,
+    max_body_bytes: int = 1_000_000,
+    limit: RateLimit = DEFAULT_LIMIT,
+    breakers: Breakers | None = None,
+) -> Litestar:
+    """The gateway over ``redis`` in the namespace of ``keys``.
+
+    ``limit`` is each client's request budget; ``max_body_bytes`` caps a
+    request body (413 beyond it, checked on ``Content-Length`` and while
+    reading a streamed body, before any decoding). The app's lifespan starts
+    and stops its RPC client; it never closes ``redis``.
+    """
+    services = Services(redis, keys, timeout_s=rpc_timeout_s, breakers=breakers)
+    authenticator = Authenticator(redis, keys)
+    metrics = GatewayMetrics()
+
+    @contextlib.asynccontextmanager
+    async def rpc_lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            await services.start()
+        except (RedisError, OSError) as exc:
+            # Start anyway: /healthz answers and /readyz says why; the RPC
+            # client starts on the first call once Redis is back.
+            log.warning("redis unavailable at start-up (%s); the gateway is not ready", exc)
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    return Litestar(
+        route_handlers=[*users.routes(), *health.routes()],
+        middleware=[
+            MetricsMiddleware(metrics),
+            RateLimitMiddleware(TokenBucket(redis, keys, RATE_LIMITER), authenticator, limit),
+        ],
+        before_send=[add_trace_id],
+        lifespan=[rpc_lifespan],
+        exception_handlers=error_handlers(),
+        state=State({SERVICES: services, AUTHENTICATOR: authenticator, health.METRICS: metrics}),
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(title="streamcart gateway", version=__version__),
+        # The gateway logs through the process's own logging setup.
+        logging_config=None,
+        debug=False,
+    )
+
+
+def gateway_main(redis_url: str, namespace: str, host: str, port: int, level: int) -> None:
+    """Serve the gateway on ``host:port`` until SIGINT or SIGTERM (uvicorn handles both)."""
+    asyncio.run(_serve(redis_url, namespace, host, port, level))
+
+
+async def _serve(redis_url: str, namespace: str, host: str, port: int, level: int) -> None:
+    redis = connect(redis_url)
+    try:
+        app = create_app(redis, Keys(namespace))
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=level, access_log=False, lifespan="on"
+        )
+        log.info("gateway listening on http://%s:%d", host, port)
+        await uvicorn.Server(config).serve()
+    finally:
+        await redis.aclose()

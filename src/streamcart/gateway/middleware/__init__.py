@@ -1,0 +1,1 @@
+"""The gateway's middleware, one per module."""

@@ -1,0 +1,1 @@
+"""The gateway's route handlers, one module per area."""

@@ -1,0 +1,352 @@
+"""The gateway over HTTP against a real server, with a stand-in users service.
+
+The stand-in answers ``users.register``, ``users.login`` and ``users.get``
+like the real service (a real signed token included), so these tests pin the
+gateway's contract (DESIGN section 5) and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from streamcart import __version__
+from streamcart.bus.consumer import Consumer
+from streamcart.bus.context import Context
+from streamcart.bus.keys import Keys
+from streamcart.bus.options import ServiceOptions
+from streamcart.bus.service import Service
+from streamcart.errors import ConflictError, ForbiddenError, NotFoundError
+from streamcart.gateway import create_app
+from streamcart.registry.instances import Instance, Registry
+from streamcart.resilience.ratelimit import RateLimit
+from streamcart.workers.users import tokens
+from tests.integration.support import running
+
+FAST = ServiceOptions(block_ms=100, max_attempts=1, inline_attempts=1)
+HEARTBEAT_S = 0.5
+ALICE = {"email": "alice@example.com", "password": "s3cret-pass", "name": "Alice"}
+Client = httpx.AsyncClient
+
+
+class Register(msgspec.Struct, frozen=True):
+    email: str
+    password: str
+    name: str
+
+
+class Login(msgspec.Struct, frozen=True):
+    email: str
+    password: str
+
+
+class Get(msgspec.Struct, frozen=True):
+    user_id: str
+
+
+def fake_users(keys: Keys) -> Service:
+    """Accounts in a dict; tokens signed with the namespace's real secret."""
+    service = Service("users", options=FAST)
+    accounts: dict[str, dict[str, str]] = {}
+
+    @service.on("users.register")
+    async def register(msg: Register, ctx: Context) -> dict[str, str]:
+        if msg.email in accounts:
+            raise ConflictError(f"{msg.email} is already registered")
+        user_id = uuid.uuid4().hex
+        accounts[msg.email] = {"user_id": user_id, "password": msg.password, "name": msg.name}
+        return {"user_id": user_id}
+
+    @service.on("users.login")
+    async def login(msg: Login, ctx: Context) -> dict[str, object]:
+        account = accounts.get(msg.email)
+        if account is None or account["password"] != msg.password:
+            raise ForbiddenError("wrong email or password")
+        secret = await tokens.signing_secret(ctx.redis, keys)
+        token, expires_at = tokens.issue(secret, account["user_id"], "user")
+        return {"token": token, "expires_at": expires_at}
+
+    @service.on("users.get")
+    async def get(msg: Get, ctx: Context) -> dict[str, str]:
+        for email, account in accounts.items():
+            if account["user_id"] == msg.user_id:
+                return {"user_id": msg.user_id, "email": email, "name": account["name"]}
+        raise NotFoundError(f"no user {msg.user_id!r}")
+
+    return service
+
+
+@contextlib.asynccontextmanager
+async def alive(redis: Redis, keys: Keys, service: str = "users") -> AsyncIterator[None]:
+    """Keep one instance of ``service`` registered as alive, as a worker's heartbeat would."""
+    registry = Registry(redis, keys)
+    instance = Instance(
+        service=service, instance_id=f"test.{uuid.uuid4().hex[:6]}", consumer="test",
+        host="localhost", pid=0, version=__version__, started_at=0, concurrency=1, streams=[],
+    )  # fmt: skip
+
+    stop = asyncio.Event()
+
+    async def beat() -> None:
+        # Stopped by an event, not a cancel: redis-py on Python 3.11 can swallow one.
+        while not stop.is_set():
+            await registry.heartbeat(instance)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+
+    await registry.heartbeat(instance)
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await registry.deregister(service, instance.instance_id)
+
+
+@contextlib.asynccontextmanager
+async def gateway(redis: Redis, keys: Keys, **options: Any) -> AsyncIterator[Client]:
+    """The app with its lifespan, served in this event loop (the Redis client's loop)."""
+    app = create_app(redis, keys, **options)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with app.lifespan(), Client(transport=transport, base_url="http://gateway") as client:
+        yield client
+
+
+@pytest.fixture
+def keys(namespace: str) -> Keys:
+    return Keys(namespace)
+
+
+@contextlib.asynccontextmanager
+async def with_users(redis: Redis, keys: Keys) -> AsyncIterator[Client]:
+    """A gateway with a running stand-in users service.
+
+    A context manager entered in the test itself, not a fixture: the app's
+    lifespan must end in the task that started it.
+    """
+    consumer = Consumer(fake_users(keys), redis, name="u1", keys=keys, concurrency=8)
+    async with running(consumer), alive(redis, keys), gateway(redis, keys) as client:
+        yield client
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert len(response.headers["x-trace-id"]) == 32
+    error: dict[str, str] = body["error"]
+    return error
+
+
+async def token_of(client: Client) -> str:
+    assert (await client.post("/api/users/register", json=ALICE)).status_code == 201
+    login = {"email": ALICE["email"], "password": ALICE["password"]}
+    response = await client.post("/api/users/login", json=login)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+# -- users ------------------------------------------------------------------------
+async def test_register_login_and_me(real_redis: Redis, keys: Keys) -> None:
+    async with with_users(real_redis, keys) as client:
+        registered = await client.post("/api/users/register", json=ALICE)
+        assert registered.status_code == 201, registered.text
+        user_id = registered.json()["user_id"]
+        assert len(registered.headers["x-trace-id"]) == 32
+
+        again = await client.post("/api/users/register", json=ALICE)
+        assert_error(again, 409, "conflict")
+
+        login = await client.post(
+            "/api/users/login", json={"email": ALICE["email"], "password": ALICE["password"]}
+        )
+        assert login.status_code == 200, login.text
+        assert login.json()["expires_at"] > time.time()
+
+        me = await client.get(
+            "/api/me", headers={"Authorization": f"Bearer {login.json()['token']}"}
+        )
+        assert me.status_code == 200, me.text
+        assert me.json() == {"user_id": user_id, "email": ALICE["email"], "name": "Alice"}
+
+
+async def test_wrong_password_is_a_403_from_the_service(real_redis: Redis, keys: Keys) -> None:
+    async with with_users(real_redis, keys) as client:
+        await client.post("/api/users/register", json=ALICE)
+        response = await client.post(
+            "/api/users/login", json={"email": ALICE["email"], "password": "nope"}
+        )
+        assert_error(response, 403, "forbidden")
+
+
+async def test_me_for_a_user_the_service_does_not_know_is_404(
+    real_redis: Redis, keys: Keys
+) -> None:
+    async with with_users(real_redis, keys) as client:
+        secret = await tokens.signing_secret(real_redis, keys)
+        token, _ = tokens.issue(secret, "ghost", "user")
+        response = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert_error(response, 404, "not_found")
+
+
+# -- auth -------------------------------------------------------------------------
+async def test_me_refuses_every_kind_of_bad_token(real_redis: Redis, keys: Keys) -> None:
+    async with with_users(real_redis, keys) as client:
+        secret = await tokens.signing_secret(real_redis, keys)
+        now = int(time.time())
+        expired, _ = tokens.issue(secret, "u1", "user", ttl_s=60, now=now - 3600)
+        forged, _ = tokens.issue(b"not-the-secret-" * 4, "u1", "user")
+        claims = {"sub": "u1", "role": "admin", "iat": now, "nbf": now, "exp": now + 600}
+        alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+        cases = {
+            "no header": {},
+            "wrong scheme": {"Authorization": f"Basic {base64.b64encode(b'a:b').decode()}"},
+            "scheme only": {"Authorization": "Bearer"},
+            "malformed": {"Authorization": "Bearer not.a.token"},
+            "forged": {"Authorization": f"Bearer {forged}"},
+            "expired": {"Authorization": f"Bearer {expired}"},
+            "alg none": {"Authorization": f"Bearer {alg_none}"},
+        }
+        for case, headers in cases.items():
+            response = await client.get("/api/me", headers=headers)
+            assert response.status_code == 401, f"{case}: {response.text}"
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer", case
+
+
+# -- bodies -----------------------------------------------------------------------
+async def test_bad_bodies_are_4xx_with_a_message(real_redis: Redis, keys: Keys) -> None:
+    async with with_users(real_redis, keys) as client:
+        unknown = await client.post("/api/users/register", json={**ALICE, "admin": True})
+        assert "admin" in assert_error(unknown, 400, "bad_request")["message"]
+
+        missing = await client.post("/api/users/register", json={"email": "a@b.c"})
+        assert_error(missing, 400, "bad_request")
+
+        not_json = await client.post(
+            "/api/users/register", content=b"{nope", headers={"Content-Type": "application/json"}
+        )
+        assert_error(not_json, 400, "bad_request")
+
+        deep = "[" * 100_000 + "]" * 100_000
+        for body in (
+            f'{{"email": {deep}, "password": "p", "name": "n"}}',
+            f'{{"email": "a", "password": "p", "name": "n", "extra": {deep}}}',
+            '{"email": ' + "9" * 50_000 + ', "password": "p", "name": "n"}',
+            '{"email": 1e999999, "password": "p", "name": "n"}',
+        ):
+            response = await client.post(
+                "/api/users/register", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert 400 <= response.status_code < 500, response.text
+            assert set(response.json()) == {"error"}
+
+
+async def test_a_body_over_the_limit_is_413_before_decoding(real_redis: Redis, keys: Keys) -> None:
+    async with with_users(real_redis, keys) as client:
+        big = b'{"email": "' + b"a" * 2_000_000 + b'", "password": "p", "name": "n"}'
+        response = await client.post(
+            "/api/users/register", content=big, headers={"Content-Type": "application/json"}
+        )
+        assert_error(response, 413, "payload_too_large")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # No Content-Length: the cap must hold while the body streams in.
+            for _ in range(40):
+                yield b" " * 64_000
+
+        streamed = await client.post(
+            "/api/users/register", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert_error(streamed, 413, "payload_too_large")
+
+
+# -- availability -------------------------------------------------------------------
+async def test_no_live_users_instance_is_503_at_once(real_redis: Redis, keys: Keys) -> None:
+    async with gateway(real_redis, keys) as client:
+        started = time.monotonic()
+        response = await client.post("/api/users/register", json=ALICE)
+        assert_error(response, 503, "unavailable")
+        assert time.monotonic() - started < 1.0  # not an RPC timeout
+        ready = await client.get("/readyz")
+        assert "users" in assert_error(ready, 503, "unavailable")["message"]
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_service_that_does_not_answer_is_504(real_redis: Redis, keys: Keys) -> None:
+    # Registered as alive, but nothing consumes its inbox.
+    async with alive(real_redis, keys), gateway(real_redis, keys, rpc_timeout_s=0.2) as client:
+        response = await client.post("/api/users/register", json=ALICE)
+        assert_error(response, 504, "timeout")
+
+
+# -- rate limits ----------------------------------------------------------------------
+async def test_requests_past_the_burst_are_429_with_retry_after(
+    real_redis: Redis, keys: Keys
+) -> None:
+    limit = RateLimit(rate=0.5, burst=3)
+    async with gateway(real_redis, keys, limit=limit) as client:
+        statuses = [(await client.get("/api/me")).status_code for _ in range(3)]
+        assert statuses == [401, 401, 401]
+        refused = await client.get("/api/me")
+        assert_error(refused, 429, "rate_limited")
+        assert 1 <= int(refused.headers["retry-after"]) <= 2
+        # Probes are never limited.
+        assert (await client.get("/healthz")).status_code == 200
+
+
+# -- probes, metrics, schema ------------------------------------------------------------
+async def test_probes_metrics_and_schema(real_redis: Redis, keys: Keys) -> None:
+    async with with_users(real_redis, keys) as client:
+        health = await client.get("/healthz")
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok"}
+        assert len(health.headers["x-trace-id"]) == 32
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+
+        await client.post("/api/users/register", json=ALICE)
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert (
+            'streamcart_gateway_requests_total{method="POST",route="/api/users/register",'
+            'status="201"} 1.0' in metrics.text
+        )
+        assert "streamcart_gateway_request_seconds_bucket" in metrics.text
+
+        schema = await client.get("/schema/openapi.json")
+        assert schema.status_code == 200
+        paths = schema.json()["paths"]
+        for path in ("/api/users/register", "/api/users/login", "/api/me", "/healthz", "/readyz"):
+            assert path in paths
+
+
+async def test_unknown_paths_and_methods_get_the_error_body_and_a_trace_id(
+    real_redis: Redis,
+    keys: Keys,
+) -> None:
+    async with with_users(real_redis, keys) as client:
+        assert_error(await client.get("/nope"), 404, "not_found")
+        assert_error(await client.get("/api/users/register"), 405, "method_not_allowed")
+        ids = {(await client.get("/healthz")).headers["x-trace-id"] for _ in range(3)}
+        assert len(ids) == 3
