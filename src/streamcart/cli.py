@@ -176,15 +176,29 @@ def worker(
     help="Worker processes per service.",
 )
 @_metrics_port
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of the HTTP gateway (on 127.0.0.1).")  # fmt: skip
 @pass_state
-def up(state: State, processes: int, metrics_port: int | None) -> None:
-    """Start the whole system: Redis (embedded unless a URL is set) and every service."""
+def up(state: State, processes: int, metrics_port: int | None, port: int) -> None:
+    """Start the whole system: Redis (embedded unless a URL is set), every service,
+    the health monitor and the HTTP gateway."""
+    from streamcart.gateway import gateway_main
+
     url = state.redis_url()
-    console.print(f"[bold]streamcart[/] up on {url}; services: {', '.join(BUILTIN)}. Ctrl-C stops.")
-    monitor = multiprocessing.get_context("spawn").Process(
-        target=monitor_main, args=(url, state.settings.namespace, _level()), name="monitor"
+    namespace = state.settings.namespace
+    console.print(
+        f"[bold]streamcart[/] up on {url}; services: {', '.join(BUILTIN)}; "
+        f"gateway http://127.0.0.1:{port} (API docs at /schema). Ctrl-C stops."
     )
-    monitor.start()
+    spawn = multiprocessing.get_context("spawn")
+    helpers = [
+        spawn.Process(target=monitor_main, args=(url, namespace, _level()), name="monitor"),
+        spawn.Process(
+            target=gateway_main, args=(url, namespace, "127.0.0.1", port, _level()), name="gateway"
+        ),
+    ]
+    for helper in helpers:
+        helper.start()
     try:
         with pool_metrics(metrics_port) as on_child_exit:
             Pool(
@@ -198,8 +212,10 @@ def up(state: State, processes: int, metrics_port: int | None) -> None:
     except StreamcartError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
-        monitor.terminate()
-        monitor.join(10)
+        for helper in helpers:
+            helper.terminate()
+        for helper in helpers:
+            helper.join(10)
 
 
 @main.command()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.integration.support import child_env, cli, poll_until, pool_workers
+from tests.integration.support import child_env, cli, free_port, poll_until, pool_workers
 
 pytestmark = pytest.mark.chaos
 
@@ -68,11 +71,15 @@ def _state(pid: int) -> str:
 
 
 def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
+    """`streamcart up` with no URL: embedded Redis, the workers, and the gateway
+    answering HTTP through the real users service."""
     env = {k: v for k, v in child_env().items() if k not in ("STREAMCART_REDIS_URL", "REDIS_URL")}
     env["STREAMCART_HOME"] = str(tmp_path / "home")
     streamcart = [sys.executable, "-m", "streamcart"]
+    port = free_port()
+    argv = [*streamcart, "up", "--port", str(port)]
     with open(tmp_path / "up.log", "wb") as log:
-        up = subprocess.Popen([*streamcart, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        up = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url_file = tmp_path / "home" / "redis.url"
         poll_until(url_file.exists, what="the embedded server")
@@ -89,6 +96,15 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
         assert published.stdout.strip()  # the message id
         poll_until(lambda: client.hget("{sc:counter}:counts", "up") == "1", what="handled")
         client.close()
+
+        base = f"http://127.0.0.1:{port}"
+        poll_until(lambda: _get(f"{base}/readyz") == 200, within=60, what="the gateway ready")
+        body = {"email": "Ann@Example.com", "password": "correct horse", "name": "Ann"}
+        assert _post(f"{base}/api/users/register", body)[0] == 201
+        login = {"email": "ann@example.com", "password": body["password"]}
+        status, reply = _post(f"{base}/api/users/login", login)
+        assert status == 200 and reply["token"]
+        assert _post(f"{base}/api/users/register", body)[0] == 409
         up.send_signal(signal.SIGTERM)
         assert up.wait(30) == 0
     finally:
@@ -96,3 +112,24 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
             up.kill()
             up.wait()
         subprocess.run([*streamcart, "redis", "--stop"], env=env, timeout=60, check=False)
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _post(url: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

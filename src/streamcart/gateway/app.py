@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -30,11 +32,15 @@ from streamcart.gateway.middleware.ratelimit import DEFAULT_LIMIT, RateLimitMidd
 from streamcart.gateway.middleware.trace import add_trace_id
 from streamcart.gateway.routes import health, users
 from streamcart.gateway.services import Services
+from streamcart.resilience import breaker_board
 from streamcart.resilience.breaker import Breakers
 from streamcart.resilience.ratelimit import RateLimit, TokenBucket
 
 log = logging.getLogger("streamcart.gateway")
 RATE_LIMITER = "gateway:client"
+
+
+BREAKER_REPORT_S = 5.0
 
 
 def create_app(
@@ -65,9 +71,12 @@ def create_app(
             # Start anyway: /healthz answers and /readyz says why; the RPC
             # client starts on the first call once Redis is back.
             log.warning("redis unavailable at start-up (%s); the gateway is not ready", exc)
+        reporter = asyncio.create_task(_report_breakers(redis, keys, services.breakers))
         try:
             yield
         finally:
+            reporter.cancel()
+            await asyncio.wait([reporter], timeout=2)
             await services.aclose()
 
     return Litestar(
@@ -86,6 +95,17 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+
+
+async def _report_breakers(redis: Redis, keys: Keys, breakers: Breakers) -> None:
+    """Publish the breakers' states for `streamcart status`, every few seconds."""
+    owner = f"gateway@{socket.gethostname()}:{os.getpid()}"
+    while True:
+        try:
+            await breaker_board.publish(redis, keys, owner, breakers.snapshots())
+        except (RedisError, OSError) as exc:
+            log.debug("breaker report failed: %s", exc)
+        await asyncio.sleep(BREAKER_REPORT_S)
 
 
 def gateway_main(redis_url: str, namespace: str, host: str, port: int, level: int) -> None:
