@@ -27,6 +27,7 @@ from streamcart.bus.context import Context
 from streamcart.bus.keys import Keys
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.service import Service
+from streamcart.config.store import ConfigStore
 from streamcart.errors import ConflictError, ForbiddenError, NotFoundError
 from streamcart.gateway import create_app
 from streamcart.registry.instances import Instance, Registry
@@ -312,6 +313,22 @@ async def test_requests_past_the_burst_are_429_with_retry_after(
         assert 1 <= int(refused.headers["retry-after"]) <= 2
         # Probes are never limited.
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_limits_follow_the_config_store_without_a_restart(
+    real_redis: Redis, keys: Keys
+) -> None:
+    store = ConfigStore(real_redis, keys)
+    await store.set("gateway", "burst", 2)
+    await store.set("gateway", "rate", 0.5)
+    async with gateway(real_redis, keys) as client:  # no fixed limit: the live one
+        statuses = [(await client.get("/api/me")).status_code for _ in range(3)]
+        assert statuses == [401, 401, 429]
+        await store.set("gateway", "burst", 100)
+        await store.set("gateway", "rate", 100)
+        await asyncio.sleep(0.6)  # the settings are re-checked every half second
+        statuses = [(await client.get("/api/me")).status_code for _ in range(5)]
+        assert statuses == [401] * 5
 
 
 # -- probes, metrics, schema ------------------------------------------------------------

@@ -32,6 +32,9 @@ def _invoke(*args: str) -> tuple[int, str]:
         (["get", "nosuch.module:svc", "max_attempts"], "cannot import 'nosuch.module'"),
         (["list", "nosuch"], "unknown service 'nosuch'"),
         (["history", "nosuch"], "unknown service 'nosuch'"),
+        (["set", "gateway", "rate", "-1"], "rate must be"),
+        (["set", "gateway", "burts", "10"], "did you mean 'burst'?"),
+        (["set", "monitor", "lag", "many"], "expected int, got 'many'"),
     ],
 )
 def test_refusals_exit_2_with_the_reason(args: list[str], hint: str) -> None:

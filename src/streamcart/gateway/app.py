@@ -28,10 +28,11 @@ from streamcart.gateway.auth import Authenticator
 from streamcart.gateway.dependencies import AUTHENTICATOR, SERVICES
 from streamcart.gateway.errors import error_handlers
 from streamcart.gateway.middleware.metrics import GatewayMetrics, MetricsMiddleware
-from streamcart.gateway.middleware.ratelimit import DEFAULT_LIMIT, RateLimitMiddleware
+from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
 from streamcart.gateway.routes import health, users
 from streamcart.gateway.services import Services
+from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience import breaker_board
 from streamcart.resilience.breaker import Breakers
 from streamcart.resilience.ratelimit import RateLimit, TokenBucket
@@ -49,12 +50,13 @@ def create_app(
     *,
     rpc_timeout_s: float = 5.0,
     max_body_bytes: int = 1_000_000,
-    limit: RateLimit = DEFAULT_LIMIT,
+    limit: RateLimit | None = None,
     breakers: Breakers | None = None,
 ) -> Litestar:
     """The gateway over ``redis`` in the namespace of ``keys``.
 
-    ``limit`` is each client's request budget; ``max_body_bytes`` caps a
+    ``limit`` fixes each client's request budget; without it the budget is
+    the config store's ``gateway`` scope (``rate``, ``burst``), live; ``max_body_bytes`` caps a
     request body (413 beyond it, checked on ``Content-Length`` and while
     reading a streamed body, before any decoding). The app's lifespan starts
     and stops its RPC client; it never closes ``redis``.
@@ -83,7 +85,11 @@ def create_app(
         route_handlers=[*users.routes(), *health.routes()],
         middleware=[
             MetricsMiddleware(metrics),
-            RateLimitMiddleware(TokenBucket(redis, keys, RATE_LIMITER), authenticator, limit),
+            RateLimitMiddleware(
+                TokenBucket(redis, keys, RATE_LIMITER),
+                authenticator,
+                limit if limit is not None else LiveSettings(redis, keys),
+            ),
         ],
         before_send=[add_trace_id],
         lifespan=[rpc_lifespan],

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from streamcart.gateway.auth import Authenticator
 from streamcart.gateway.errors import RateLimitedError
+from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience.ratelimit import RateLimit, TokenBucket
 from streamcart.workers.users.tokens import InvalidTokenError
 
@@ -33,16 +34,23 @@ class RateLimitMiddleware(ASGIMiddleware):
     exclude_opt_key = EXEMPT_OPT
 
     def __init__(
-        self, bucket: TokenBucket, authenticator: Authenticator, limit: RateLimit = DEFAULT_LIMIT
+        self,
+        bucket: TokenBucket,
+        authenticator: Authenticator,
+        limit: RateLimit | LiveSettings = DEFAULT_LIMIT,
     ) -> None:
         self.bucket = bucket
         self.authenticator = authenticator
+        # A fixed limit, or the config store's current one (changed without a restart).
         self.limit = limit
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         subject = await self._subject(scope)
+        limit = (
+            self.limit if isinstance(self.limit, RateLimit) else (await self.limit.current()).limit
+        )
         try:
-            decision = await self.bucket.acquire(subject, self.limit)
+            decision = await self.bucket.acquire(subject, limit)
         except RedisError as exc:
             log.warning("rate limiter unavailable (%s); letting the request through", exc)
         else:
