@@ -147,3 +147,26 @@ async def test_nothing_is_left_behind_after_many_calls_with_responders_killed(
         assert sum(outcomes.values()) == 10_000
         assert outcomes["ok"] >= 9_000, outcomes
     assert await _reply_streams(real_redis, namespace) == []
+
+
+async def test_a_breaker_stops_calls_to_a_service_that_keeps_failing(
+    real_redis: Redis, namespace: str
+) -> None:
+    """After enough timeouts the circuit opens: the next call fails at once
+    with CircuitOpenError and sends nothing to the dead service's inbox."""
+    from streamcart.errors import CircuitOpenError
+    from streamcart.resilience.breaker import Breakers, BreakerSettings
+
+    keys = Keys(namespace)
+    breakers = Breakers(BreakerSettings(min_calls=2, failure_rate=0.5, cool_down_s=30))
+    async with RpcClient(real_redis, keys, breakers=breakers) as rpc:
+        for _ in range(2):
+            with pytest.raises(RpcTimeoutError):
+                await rpc.call("counter.get", {"name": "a"}, timeout=0.1)
+        sent = await real_redis.xlen(keys.inbox("counter"))
+        started = time.monotonic()
+        with pytest.raises(CircuitOpenError, match="counter is unavailable: circuit open"):
+            await rpc.call("counter.get", {"name": "a"}, timeout=5)
+        assert time.monotonic() - started < 0.1
+        assert await real_redis.xlen(keys.inbox("counter")) == sent
+        assert breakers.get("counter").state == "open"

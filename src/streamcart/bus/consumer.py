@@ -32,6 +32,7 @@ from streamcart.bus.options import ServiceOptions
 from streamcart.bus.rpc import RpcClient
 from streamcart.bus.scripts import Script
 from streamcart.bus.service import Service
+from streamcart.resilience.breaker import Breakers
 
 _trim = Script("trim.lua")
 _DISCONNECTED = DISCONNECTED
@@ -66,7 +67,9 @@ class Consumer:
         self.stats = Stats()
         self.observers = list(observers)
         # For handlers' ctx.call(); its reply stream is made on the first call.
-        self.rpc = RpcClient(redis, self.keys, client_id=f"{service.name}.{uuid.uuid4().hex}")
+        self.rpc = RpcClient(
+            redis, self.keys, client_id=f"{service.name}.{uuid.uuid4().hex}", breakers=Breakers()
+        )
         self.dispatcher = Dispatcher(
             service,
             redis,

@@ -41,6 +41,7 @@ from streamcart.errors import (
     UnavailableError,
     error_from_reply,
 )
+from streamcart.resilience.breaker import Breakers
 
 log = logging.getLogger("streamcart.rpc")
 _reply = Script("reply.lua")
@@ -89,9 +90,18 @@ class RpcClient:
     Use it as ``async with RpcClient(redis, keys) as rpc: await rpc.call(...)``.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        client_id: str | None = None,
+        breakers: Breakers | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        # One circuit per target service: a failing service fails fast.
+        self.breakers = breakers
         self.reply_stream = keys.reply(client_id or uuid.uuid4().hex)
         self._waiters: dict[str, asyncio.Future[dict[str, str]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -154,6 +164,8 @@ class RpcClient:
         (an outer caller's deadline, so nested calls never outlive it).
 
         Raises:
+            CircuitOpenError: the target's breaker is open (too many recent
+                failures); nothing was sent.
             RpcTimeoutError: no reply by the deadline.
             NotFoundError, InvalidError, ConflictError, ForbiddenError,
             UnavailableError, RemoteError: the service answered with an error.
@@ -161,6 +173,20 @@ class RpcClient:
         service, _, method = target.partition(".")
         if not service or not method:
             raise InvalidError(f"call target {target!r} must look like 'service.method'")
+        if self.breakers is not None:
+            breaker = self.breakers.get(service)
+            return await breaker.call(self._call, target, data, timeout, deadline_ms, response_type)
+        return await self._call(target, data, timeout, deadline_ms, response_type)
+
+    async def _call(
+        self,
+        target: str,
+        data: Any,
+        timeout: float,  # noqa: ASYNC109 - it becomes the request's deadline
+        deadline_ms: int | None,
+        response_type: Any,
+    ) -> Any:
+        service = target.partition(".")[0]
         await self.start()
         now_ms = int(time.time() * 1000)
         deadline = now_ms + int(timeout * 1000)

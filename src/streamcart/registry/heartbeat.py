@@ -22,6 +22,7 @@ from streamcart.bus.worker import WorkerRuntime
 from streamcart.registry.clock import redis_now_ms
 from streamcart.registry.instances import COUNTERS, Instance, Registry, consumer_of
 from streamcart.registry.takeover import remove_if_idle, take_over, tidy_consumers
+from streamcart.resilience import breaker_board
 
 log = logging.getLogger("streamcart.registry")
 TIDY_EVERY_S = 60.0
@@ -68,6 +69,7 @@ async def heartbeat(runtime: WorkerRuntime) -> None:
                     await publisher.publish("system.instance_up", _event(instance, "started"))
                     announced = True
                 await sweep_dead(runtime, registry, publisher)
+                await _report_breakers(runtime)
                 if now - last_tidy > TIDY_EVERY_S:
                     last_tidy = now
                     await tidy_consumers(
@@ -85,6 +87,14 @@ async def heartbeat(runtime: WorkerRuntime) -> None:
     finally:
         with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
             await asyncio.wait_for(_leave(runtime, instance, publisher), 5)
+
+
+async def _report_breakers(runtime: WorkerRuntime) -> None:
+    """Publish the states of the breakers around this worker's calls, for `status`."""
+    breakers = runtime.consumer.rpc.breakers
+    if breakers is not None and (states := breakers.snapshots()):
+        owner = f"{runtime.service.name}@{runtime.instance_id}"
+        await breaker_board.publish(runtime.redis, runtime.keys, owner, states)
 
 
 def _deltas(runtime: WorkerRuntime, reported: dict[str, int]) -> dict[str, int]:
