@@ -1,0 +1,227 @@
+"""The gateway against its own OpenAPI document, with schemathesis.
+
+A real ``streamcart gateway`` process and a real ``streamcart worker users``
+process serve one namespace of the test server; the document is read from
+``/schema/openapi.json`` and every operation in it is fuzzed with positive and
+negative data. The checks that hold today must keep holding; the ones that
+expose known gaps between the document and the gateway's wire contract (DESIGN
+section 5) are pinned, each by one exact request, as strict expected failures.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    positive_data_acceptance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.errors import FailureGroup
+from schemathesis.schemas import APIOperation, BaseSchema
+
+from tests.integration.support import Worker, cli, free_port, poll_until
+
+MAX_EXAMPLES = 30
+# The gateway allows each client 20 requests a second (burst 40); fuzzing below
+# that keeps 429s out of the way of the other answers.
+REQUEST_INTERVAL_S = 1 / 15
+START_S = 30.0
+# Checks that fail because of the known gaps pinned by the xfail tests below.
+KNOWN_GAPS = [status_code_conformance, response_schema_conformance, positive_data_acceptance]
+ALICE = {"email": "alice@example.com", "password": "s3cret-pass", "name": "Alice"}
+BAD_BODY = {"email": 1, "password": "p", "name": "n"}
+
+
+class LiveGateway:
+    """The base URL of a running gateway and the processes behind it."""
+
+    def __init__(self, base_url: str, processes: list[Worker]) -> None:
+        self.base_url = base_url
+        self.processes = processes
+
+    def tails(self) -> str:
+        return "\n".join(process.tail() for process in self.processes)
+
+
+@pytest.fixture(scope="module")
+def live_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    """A gateway and a users worker in a namespace of their own; its keys deleted afterwards."""
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    logs: Path = tmp_path_factory.mktemp("schema")
+    port = free_port()
+    live = LiveGateway(f"http://127.0.0.1:{port}", [])
+    try:
+        live.processes.append(
+            Worker(cli(redis_url, namespace, "worker", "users", "-c", "8"), logs / "users.log")
+        )
+        live.processes.append(
+            Worker(cli(redis_url, namespace, "gateway", "--port", str(port)), logs / "gateway.log")
+        )
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{live.base_url}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        poll_until(ready, within=START_S, what=f"the gateway to be ready\n{live.tails()}")
+        yield live
+    finally:
+        for process in live.processes:
+            process.kill()
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            stale = list(client.scan_iter(match=f"*{namespace}*", count=1000))
+            for start in range(0, len(stale), 500):
+                client.delete(*stale[start : start + 500])
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def api_schema(live_gateway: LiveGateway) -> BaseSchema:
+    """The OpenAPI document the gateway serves, requests going to that gateway."""
+    return schemathesis.openapi.from_url(f"{live_gateway.base_url}/schema/openapi.json")
+
+
+def _operation(schema: BaseSchema, method: str, path: str) -> APIOperation:
+    operation: APIOperation = schema[path][method]
+    return operation
+
+
+def _fuzz(operation: APIOperation, mode: GenerationMode, **call: Any) -> None:
+    """Send ``MAX_EXAMPLES`` generated requests to ``operation``, validating each answer."""
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: schemathesis.Case) -> None:
+        time.sleep(REQUEST_INTERVAL_S)
+        case.call_and_validate(timeout=10, **call)
+
+    run()
+
+
+def test_every_operation_passes_every_check_but_the_known_gaps(
+    api_schema: BaseSchema, live_gateway: LiveGateway
+) -> None:
+    """Proves that, for every operation in the document and both positive and negative
+    data, the gateway never answers a 5xx (``not_a_server_error``), answers the content
+    types and headers it documents, rejects schema-invalid data with a 4xx
+    (``negative_data_rejection``) and passes every other built-in check, except the three
+    checks the xfail tests below pin."""
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert {op.label for op in operations} >= {
+        "POST /api/users/register",
+        "POST /api/users/login",
+        "GET /api/me",
+        "GET /healthz",
+        "GET /readyz",
+    }
+    for operation in operations:
+        # An operation without parameters or a body has no invalid data to generate.
+        has_inputs = any(True for _ in operation.iter_parameters()) or bool(
+            operation.get_request_payload_content_types()
+        )
+        modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * has_inputs
+        for mode in modes:
+            try:
+                _fuzz(operation, mode, excluded_checks=KNOWN_GAPS)
+            except FailureGroup:
+                print(live_gateway.tails())
+                raise
+
+
+def test_the_probes_pass_every_check(api_schema: BaseSchema) -> None:
+    """Proves that ``/healthz``, ``/readyz`` and ``/metrics`` pass all checks, the known
+    gaps included: their documented statuses, bodies and content types are exact."""
+    for path in ("/healthz", "/readyz", "/metrics"):
+        _fuzz(_operation(api_schema, "GET", path), GenerationMode.POSITIVE)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=FailureGroup,
+    reason=(
+        "the document gives 400 Litestar's default body {status_code, detail, extra}, but the "
+        'gateway answers {"error": {"code", "message"}} (DESIGN section 5): a register body '
+        "with a non-string email fails response_schema_conformance"
+    ),
+)
+def test_a_400_body_matches_the_documented_schema(api_schema: BaseSchema) -> None:
+    """Proves the documented 400 body is the one the gateway sends."""
+    case = _operation(api_schema, "POST", "/api/users/register").Case(body=BAD_BODY)
+    case.call_and_validate(checks=[response_schema_conformance])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=FailureGroup,
+    reason=(
+        "undocumented statuses: GET /api/me without a token answers 401 but documents only "
+        "200 (and declares no bearer security scheme); login with wrong credentials answers "
+        "403 but documents 200/400; register also answers 409/422/503/504/429, none documented"
+    ),
+)
+def test_every_status_the_gateway_answers_is_documented(api_schema: BaseSchema) -> None:
+    """Proves the document lists the statuses of everyday answers: 401 (no token), 403
+    (wrong password), 409 (email taken), 422 (invalid email)."""
+    register = _operation(api_schema, "POST", "/api/users/register")
+    login = _operation(api_schema, "POST", "/api/users/login")
+    cases = [
+        (register.Case(body=ALICE), 201),
+        (register.Case(body=ALICE), 409),
+        (register.Case(body={**ALICE, "email": "not-an-email"}), 422),
+        (login.Case(body={"email": ALICE["email"], "password": "wrong"}), 403),
+        (_operation(api_schema, "GET", "/api/me").Case(), 401),
+    ]
+    failures: list[FailureGroup] = []
+    for case, expected in cases:
+        response = case.call(timeout=10)
+        assert response.status_code == expected, response.text
+        try:
+            case.validate_response(response, checks=[status_code_conformance])
+        except FailureGroup as exc:
+            failures.append(exc)
+    if failures:
+        raise FailureGroup([f for group in failures for f in group.exceptions], "undocumented")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=FailureGroup,
+    reason=(
+        "the Register and Login schemas accept what the gateway refuses: email is a bare "
+        "string (no format, no minLength) so a schema-valid "
+        '{"email": "", "password": "", "name": ""} is a 422; and they do not say '
+        "additionalProperties: false though unknown fields are a 400"
+    ),
+)
+def test_schema_valid_bodies_are_accepted(api_schema: BaseSchema) -> None:
+    """Proves a body the document calls valid is not refused as invalid (4xx other than
+    401/403/404/409/429)."""
+    register = _operation(api_schema, "POST", "/api/users/register")
+    # Generated (not hand-built) so the check knows the case is meant to be valid.
+    strategy = register.as_strategy(body={"email": "", "password": "", "name": ""})
+
+    @settings(max_examples=1, deadline=None, database=None)
+    @given(case=strategy)
+    def run(case: schemathesis.Case) -> None:
+        case.call_and_validate(timeout=10, checks=[positive_data_acceptance])
+
+    run()
