@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,10 +22,10 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from server import add_redis_option, redis_for_bench
 
 from streamcart.bus.connection import connect
 from streamcart.bus.consumer import Consumer
-from streamcart.bus.embedded import EmbeddedRedis
 from streamcart.bus.keys import Keys
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.publisher import Message, Publisher
@@ -162,18 +160,10 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--redis-url", default=os.environ.get("STREAMCART_BENCH_REDIS_URL"))
+    add_redis_option(parser)
     args = parser.parse_args()
-    if args.redis_url:
-        asyncio.run(main(args.redis_url, args.messages, args.concurrency))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedRedis(Path(tmp), appendonly=False)
-        url = server.start(daemonize=False)
-        try:
-            asyncio.run(main(url, args.messages, args.concurrency))
-        finally:
-            server.stop()
+    with redis_for_bench(args.redis_url) as url:
+        asyncio.run(main(url, args.messages, args.concurrency))
 
 
 if __name__ == "__main__":

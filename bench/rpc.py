@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from redis.asyncio import Redis
+from server import add_redis_option, redis_for_bench
 
 from streamcart.bus.connection import connect
 from streamcart.bus.consumer import Consumer
-from streamcart.bus.embedded import EmbeddedRedis
 from streamcart.bus.keys import Keys
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.rpc import RpcClient
@@ -145,18 +142,10 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2_000)
     parser.add_argument("--concurrent", type=int, default=10_000)
-    parser.add_argument("--redis-url", default=os.environ.get("STREAMCART_BENCH_REDIS_URL"))
+    add_redis_option(parser)
     args = parser.parse_args()
-    run = lambda url: asyncio.run(main(url, args.calls, args.concurrent))  # noqa: E731
-    if args.redis_url:
-        run(args.redis_url)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedRedis(Path(tmp), appendonly=False)
-        try:
-            run(server.start(daemonize=False))
-        finally:
-            server.stop()
+    with redis_for_bench(args.redis_url) as url:
+        asyncio.run(main(url, args.calls, args.concurrent))
 
 
 if __name__ == "__main__":

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from redis.asyncio import Redis
+from server import add_redis_option, redis_for_bench
 
 from streamcart.bus.connection import connect
-from streamcart.bus.embedded import EmbeddedRedis
 from streamcart.bus.keys import Keys
 from streamcart.registry.instances import Instance, Registry
 from streamcart.registry.status import take_snapshot
@@ -105,18 +102,10 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10)
     parser.add_argument("--streams-per-service", type=int, default=5)
-    parser.add_argument("--redis-url", default=os.environ.get("STREAMCART_BENCH_REDIS_URL"))
+    add_redis_option(parser)
     args = parser.parse_args()
-    run = lambda url: asyncio.run(main(url, args.services, args.streams_per_service))  # noqa: E731
-    if args.redis_url:
-        run(args.redis_url)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedRedis(Path(tmp), appendonly=False)
-        try:
-            run(server.start(daemonize=False))
-        finally:
-            server.stop()
+    with redis_for_bench(args.redis_url) as url:
+        asyncio.run(main(url, args.services, args.streams_per_service))
 
 
 if __name__ == "__main__":
