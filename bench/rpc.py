@@ -39,10 +39,11 @@ class RawRpc:
         self.inbox = f"{prefix}:raw:inbox"
         self.replies = f"{prefix}:raw:replies"
         self.waiters: dict[str, asyncio.Future[str]] = {}
+        self.running = True  # loops end on this flag: redis-py may swallow a cancel
 
     async def serve(self) -> None:
         await self.redis.xgroup_create(self.inbox, "g", id="0", mkstream=True)
-        while True:
+        while self.running:
             reply = await self.redis.xreadgroup("g", "c", {self.inbox: ">"}, count=100, block=100)
             for _, entries in reply or ():
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -53,7 +54,7 @@ class RawRpc:
 
     async def read(self) -> None:
         last = "$"
-        while True:
+        while self.running:
             reply = await self.redis.xread({self.replies: last}, count=500, block=100)
             for _, entries in reply or ():
                 for entry_id, fields in entries:
@@ -97,8 +98,8 @@ async def main(url: str, calls: int, many: int) -> None:
     redis = connect(url)
     keys = Keys(prefix)
     tasks: list[asyncio.Task[None]] = []
+    raw = RawRpc(redis, prefix)
     try:
-        raw = RawRpc(redis, prefix)
         tasks += [asyncio.create_task(raw.serve()), asyncio.create_task(raw.read())]
         await asyncio.sleep(0.2)
         await raw.call()  # warm up
@@ -130,8 +131,7 @@ async def main(url: str, calls: int, many: int) -> None:
         print(f"  streamcart                            {rate:8,.0f} calls/s"
               f"   ({rate / raw_rate:.2f}x raw)")  # fmt: skip
     finally:
-        for task in tasks:
-            task.cancel()
+        raw.running = False
         await asyncio.wait(tasks, timeout=2)
         async for key in redis.scan_iter(match=f"*{prefix}*"):
             await redis.delete(key)

@@ -27,7 +27,6 @@ from streamcart.bus.service import Service
 from streamcart.config.resolve import Setting, check_key, describe, validate
 from streamcart.config.store import GLOBAL, ConfigChange, ConfigStore, encode_value
 from streamcart.errors import ConfigurationError, InvalidConfigError
-from streamcart.gateway.settings import GATEWAY_SCOPE, gateway_scope
 from streamcart.registry.health import MONITOR_SCOPE, monitor_scope
 
 T = TypeVar("T")
@@ -180,7 +179,11 @@ def _target(args: tuple[str, ...], *names: str) -> tuple[Service | None, list[st
 def _service(spec: str) -> Service:
     if spec == MONITOR_SCOPE:
         return monitor_scope()
-    if spec == GATEWAY_SCOPE:
+    if spec == "gateway":
+        # Imported here: the gateway package pulls in the web stack, which
+        # workers and the other commands do not need.
+        from streamcart.gateway.settings import gateway_scope
+
         return gateway_scope()
     try:
         return load_service(spec)
