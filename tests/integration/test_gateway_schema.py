@@ -3,9 +3,9 @@
 A real ``streamcart gateway`` process and a real ``streamcart worker users``
 process serve one namespace of the test server; the document is read from
 ``/schema/openapi.json`` and every operation in it is fuzzed with positive and
-negative data. The checks that hold today must keep holding; the ones that
-expose known gaps between the document and the gateway's wire contract (DESIGN
-section 5) are pinned, each by one exact request, as strict expected failures.
+negative data, with every built-in check: the document must describe the
+gateway's wire contract (DESIGN section 5) exactly, error bodies and statuses
+included.
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ MAX_EXAMPLES = 30
 # that keeps 429s out of the way of the other answers.
 REQUEST_INTERVAL_S = 1 / 15
 START_S = 30.0
-# Checks that fail because of the known gaps pinned by the xfail tests below.
-KNOWN_GAPS = [status_code_conformance, response_schema_conformance, positive_data_acceptance]
 ALICE = {"email": "alice@example.com", "password": "s3cret-pass", "name": "Alice"}
 BAD_BODY = {"email": 1, "password": "p", "name": "n"}
 
@@ -117,14 +115,14 @@ def _fuzz(operation: APIOperation, mode: GenerationMode, **call: Any) -> None:
     run()
 
 
-def test_every_operation_passes_every_check_but_the_known_gaps(
+def test_every_operation_passes_every_check(
     api_schema: BaseSchema, live_gateway: LiveGateway
 ) -> None:
     """Proves that, for every operation in the document and both positive and negative
     data, the gateway never answers a 5xx (``not_a_server_error``), answers the content
-    types and headers it documents, rejects schema-invalid data with a 4xx
-    (``negative_data_rejection``) and passes every other built-in check, except the three
-    checks the xfail tests below pin."""
+    types, headers, statuses and bodies it documents, accepts schema-valid data, rejects
+    schema-invalid data with a 4xx (``negative_data_rejection``) and passes every other
+    built-in check."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert {op.label for op in operations} >= {
         "POST /api/users/register",
@@ -141,7 +139,7 @@ def test_every_operation_passes_every_check_but_the_known_gaps(
         modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * has_inputs
         for mode in modes:
             try:
-                _fuzz(operation, mode, excluded_checks=KNOWN_GAPS)
+                _fuzz(operation, mode)
             except FailureGroup:
                 print(live_gateway.tails())
                 raise
@@ -154,74 +152,62 @@ def test_the_probes_pass_every_check(api_schema: BaseSchema) -> None:
         _fuzz(_operation(api_schema, "GET", path), GenerationMode.POSITIVE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FailureGroup,
-    reason=(
-        "the document gives 400 Litestar's default body {status_code, detail, extra}, but the "
-        'gateway answers {"error": {"code", "message"}} (DESIGN section 5): a register body '
-        "with a non-string email fails response_schema_conformance"
-    ),
-)
 def test_a_400_body_matches_the_documented_schema(api_schema: BaseSchema) -> None:
-    """Proves the documented 400 body is the one the gateway sends."""
+    """Proves the documented 400 body is the one the gateway sends: the error body of
+    DESIGN section 5, not Litestar's default ``{status_code, detail, extra}``."""
     case = _operation(api_schema, "POST", "/api/users/register").Case(body=BAD_BODY)
-    case.call_and_validate(checks=[response_schema_conformance])
+    response = case.call(timeout=10)
+    assert response.status_code == 400, response.text
+    case.validate_response(response, checks=[response_schema_conformance])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FailureGroup,
-    reason=(
-        "undocumented statuses: GET /api/me without a token answers 401 but documents only "
-        "200 (and declares no bearer security scheme); login with wrong credentials answers "
-        "403 but documents 200/400; register also answers 409/422/503/504/429, none documented"
-    ),
-)
 def test_every_status_the_gateway_answers_is_documented(api_schema: BaseSchema) -> None:
-    """Proves the document lists the statuses of everyday answers: 401 (no token), 403
-    (wrong password), 409 (email taken), 422 (invalid email)."""
+    """Proves the document lists the statuses of everyday answers: 400 (an email the
+    users service would refuse), 401 (no token, a bad token), 403 (wrong password), 409
+    (email taken); and that ``/api/me`` declares the Bearer scheme it needs."""
     register = _operation(api_schema, "POST", "/api/users/register")
     login = _operation(api_schema, "POST", "/api/users/login")
+    me = _operation(api_schema, "GET", "/api/me")
     cases = [
         (register.Case(body=ALICE), 201),
         (register.Case(body=ALICE), 409),
-        (register.Case(body={**ALICE, "email": "not-an-email"}), 422),
+        (register.Case(body={**ALICE, "email": "not-an-email"}), 400),
         (login.Case(body={"email": ALICE["email"], "password": "wrong"}), 403),
-        (_operation(api_schema, "GET", "/api/me").Case(), 401),
+        (me.Case(), 401),
+        (me.Case(headers={"Authorization": "Bearer not.a.token"}), 401),
     ]
-    failures: list[FailureGroup] = []
     for case, expected in cases:
         response = case.call(timeout=10)
         assert response.status_code == expected, response.text
-        try:
-            case.validate_response(response, checks=[status_code_conformance])
-        except FailureGroup as exc:
-            failures.append(exc)
-    if failures:
-        raise FailureGroup([f for group in failures for f in group.exceptions], "undocumented")
+        case.validate_response(
+            response, checks=[status_code_conformance, response_schema_conformance]
+        )
+    raw = api_schema.raw_schema
+    schemes = raw["components"]["securitySchemes"]
+    [requirement] = raw["paths"]["/api/me"]["get"]["security"]
+    [name] = requirement
+    assert schemes[name]["type"] == "http" and schemes[name]["scheme"] == "bearer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FailureGroup,
-    reason=(
-        "the Register and Login schemas accept what the gateway refuses: email is a bare "
-        "string (no format, no minLength) so a schema-valid "
-        '{"email": "", "password": "", "name": ""} is a 422; and they do not say '
-        "additionalProperties: false though unknown fields are a 400"
-    ),
-)
+def test_the_request_bodies_are_as_strict_as_the_gateway(api_schema: BaseSchema) -> None:
+    """Proves the document refuses what the gateway refuses: unknown fields
+    (``additionalProperties: false``) and, for register, the users service's rules."""
+    schemas = api_schema.raw_schema["components"]["schemas"]
+    assert schemas["Register"]["additionalProperties"] is False
+    assert schemas["Login"]["additionalProperties"] is False
+    fields = schemas["Register"]["properties"]
+    assert fields["email"]["maxLength"] == 254 and fields["email"]["pattern"]
+    assert (fields["password"]["minLength"], fields["password"]["maxLength"]) == (8, 128)
+    assert (fields["name"]["minLength"], fields["name"]["maxLength"]) == (1, 100)
+
+
 def test_schema_valid_bodies_are_accepted(api_schema: BaseSchema) -> None:
     """Proves a body the document calls valid is not refused as invalid (4xx other than
-    401/403/404/409/429)."""
-    register = _operation(api_schema, "POST", "/api/users/register")
-    # Generated (not hand-built) so the check knows the case is meant to be valid.
-    strategy = register.as_strategy(body={"email": "", "password": "", "name": ""})
-
-    @settings(max_examples=1, deadline=None, database=None)
-    @given(case=strategy)
-    def run(case: schemathesis.Case) -> None:
-        case.call_and_validate(timeout=10, checks=[positive_data_acceptance])
-
-    run()
+    401/403/404/409/429): generated register and login bodies pass
+    ``positive_data_acceptance``."""
+    for path in ("/api/users/register", "/api/users/login"):
+        _fuzz(
+            _operation(api_schema, "POST", path),
+            GenerationMode.POSITIVE,
+            checks=[positive_data_acceptance],
+        )

@@ -17,11 +17,9 @@ from collections.abc import AsyncIterator
 import uvicorn
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streamcart import __version__
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.gateway.auth import Authenticator
@@ -30,6 +28,7 @@ from streamcart.gateway.errors import error_handlers
 from streamcart.gateway.middleware.metrics import GatewayMetrics, MetricsMiddleware
 from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
+from streamcart.gateway.openapi import openapi_config
 from streamcart.gateway.routes import health, users
 from streamcart.gateway.services import Services
 from streamcart.gateway.settings import LiveSettings
@@ -96,7 +95,7 @@ def create_app(
         exception_handlers=error_handlers(),
         state=State({SERVICES: services, AUTHENTICATOR: authenticator, health.METRICS: metrics}),
         request_max_body_size=max_body_bytes,
-        openapi_config=OpenAPIConfig(title="streamcart gateway", version=__version__),
+        openapi_config=openapi_config(),
         # The gateway logs through the process's own logging setup.
         logging_config=None,
         debug=False,

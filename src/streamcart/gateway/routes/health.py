@@ -15,6 +15,7 @@ from streamcart.errors import UnavailableError
 from streamcart.gateway.dependencies import services_of
 from streamcart.gateway.middleware.metrics import GatewayMetrics
 from streamcart.gateway.middleware.ratelimit import EXEMPT_OPT
+from streamcart.gateway.openapi import error_responses
 
 METRICS = "metrics"
 # A service without which the gateway can do nothing useful.
@@ -33,7 +34,7 @@ async def healthz() -> Status:
     return Status("ok")
 
 
-@get("/readyz", opt=_EXEMPT)
+@get("/readyz", opt=_EXEMPT, responses=error_responses(503))
 async def readyz(state: State) -> Status:
     """Readiness: Redis answers and every essential service has a live instance.
 

@@ -13,18 +13,43 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from litestar.types import ControllerRouterHandler
 
 from streamcart.gateway.dependencies import claims_of, services_of
+from streamcart.gateway.openapi import BEARER_SECURITY, SERVICE_ERRORS, error_responses
+from streamcart.workers.users.accounts import (
+    EMAIL_MAX,
+    EMAIL_PATTERN,
+    NAME_MAX,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    WHITESPACE,
+)
 
 T = TypeVar("T")
 
 
 # The body marker litestar 3 requires; spelled with Body() so older 2.x releases take it too.
 JsonBody = Annotated[T, Body(media_type=RequestEncodingType.JSON)]
+# The same for a Struct with ``forbid_unknown_fields``: the document says so too, as
+# litestar's schema for a Struct leaves ``additionalProperties`` out.
+StrictJsonBody = Annotated[
+    T,
+    Body(media_type=RequestEncodingType.JSON, schema_extra={"additional_properties": False}),
+]
+
+# The users service's rules for a signup (accounts.check_signup), so that a body
+# the document calls valid is one the service accepts; one breaking them is a 400 here.
+Email = Annotated[
+    str,
+    msgspec.Meta(max_length=EMAIL_MAX, pattern=EMAIL_PATTERN, description="An email address"),
+]
+Password = Annotated[str, msgspec.Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
+# At least one character that is not whitespace, as the service trims the name.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX, pattern=f"[^{WHITESPACE}]")]
 
 
 class Register(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    email: str
-    password: str
-    name: str
+    email: Email
+    password: Password
+    name: Name
 
 
 class Registered(msgspec.Struct, frozen=True):
@@ -43,8 +68,12 @@ class Token(msgspec.Struct, frozen=True):
     expires_at: int
 
 
-@post("/api/users/register", status_code=HTTP_201_CREATED)
-async def register(data: JsonBody[Register], state: State) -> Registered:
+@post(
+    "/api/users/register",
+    status_code=HTTP_201_CREATED,
+    responses=error_responses(400, 409, 413, 422, *SERVICE_ERRORS),
+)
+async def register(data: StrictJsonBody[Register], state: State) -> Registered:
     """Create an account; 409 when the email is taken."""
     reply: Registered = await services_of(state).call(
         "users.register", data, response_type=Registered
@@ -52,14 +81,18 @@ async def register(data: JsonBody[Register], state: State) -> Registered:
     return reply
 
 
-@post("/api/users/login", status_code=HTTP_200_OK)
-async def login(data: JsonBody[Login], state: State) -> Token:
-    """Exchange an email and password for a Bearer token."""
+@post(
+    "/api/users/login",
+    status_code=HTTP_200_OK,
+    responses=error_responses(400, 403, 413, *SERVICE_ERRORS),
+)
+async def login(data: StrictJsonBody[Login], state: State) -> Token:
+    """Exchange an email and password for a Bearer token; 403 for wrong credentials."""
     reply: Token = await services_of(state).call("users.login", data, response_type=Token)
     return reply
 
 
-@get("/api/me")
+@get("/api/me", security=BEARER_SECURITY, responses=error_responses(401, 404, *SERVICE_ERRORS))
 async def me(request: Request[Any, Any, State], state: State) -> dict[str, Any]:
     """The caller's own account (needs a Bearer token)."""
     claims = await claims_of(request)

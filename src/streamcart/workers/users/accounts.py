@@ -28,9 +28,14 @@ REGISTERED = "user.registered"
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 NAME_MAX = 100
 EMAIL_MAX = 254
+# Python's whitespace (what str.isspace and re's \s match), spelled out: the gateway's
+# OpenAPI document carries EMAIL_PATTERN, and JSON Schema reads \s as ECMA-262 does,
+# which is another set of characters.
+WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # Deliberately loose: one @, no spaces, a dot in the domain. Deliverability is
 # the mail server's call, not ours.
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+EMAIL_PATTERN = rf"^[^@{WHITESPACE}]+@[^@{WHITESPACE}]+\.[^@{WHITESPACE}.]+$"
+_EMAIL = re.compile(EMAIL_PATTERN)
 _WATCH_TRIES = 5
 
 _hasher = PasswordHasher()
