@@ -367,3 +367,20 @@ async def test_unknown_paths_and_methods_get_the_error_body_and_a_trace_id(
         assert_error(await client.get("/api/users/register"), 405, "method_not_allowed")
         ids = {(await client.get("/healthz")).headers["x-trace-id"] for _ in range(3)}
         assert len(ids) == 3
+
+
+async def test_admin_status_needs_the_admin_role(real_redis: Redis, keys: Keys) -> None:
+    from streamcart.workers.users.tokens import issue, signing_secret
+
+    secret = await signing_secret(real_redis, keys)
+    user, _ = issue(secret, "u-1", "user")
+    admin, _ = issue(secret, "u-2", "admin")
+    async with gateway(real_redis, keys) as client:
+        assert_error(await client.get("/api/admin/status"), 401, "unauthorized")
+        refused = await client.get("/api/admin/status", headers={"Authorization": f"Bearer {user}"})
+        assert_error(refused, 403, "forbidden")
+        allowed = await client.get(
+            "/api/admin/status", headers={"Authorization": f"Bearer {admin}"}
+        )
+        assert allowed.status_code == 200
+        assert set(allowed.json()) >= {"at_ms", "services", "breakers"}

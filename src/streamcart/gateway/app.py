@@ -29,7 +29,7 @@ from streamcart.gateway.middleware.metrics import GatewayMetrics, MetricsMiddlew
 from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
 from streamcart.gateway.openapi import openapi_config
-from streamcart.gateway.routes import health, users
+from streamcart.gateway.routes import admin, health, users
 from streamcart.gateway.services import Services
 from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience import breaker_board
@@ -81,7 +81,7 @@ def create_app(
             await services.aclose()
 
     return Litestar(
-        route_handlers=[*users.routes(), *health.routes()],
+        route_handlers=[*users.routes(), *admin.routes(), *health.routes()],
         middleware=[
             MetricsMiddleware(metrics),
             RateLimitMiddleware(

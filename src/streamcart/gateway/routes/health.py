@@ -9,6 +9,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.types import ControllerRouterHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from streamcart.errors import UnavailableError
@@ -44,7 +45,12 @@ async def readyz(state: State) -> Status:
     services = services_of(state)
     try:
         async with asyncio.timeout(PING_TIMEOUT_S):
-            await services.redis.ping()
+            try:
+                await services.redis.ping()
+            except RedisConnectionError:
+                # Right after Redis comes back the pool may hand out a connection
+                # that died with the old server: one fresh try decides.
+                await services.redis.ping()
             for service in ESSENTIAL:
                 if not await services.discovery.is_available(service):
                     raise UnavailableError(f"the {service} service has no live instance")
