@@ -20,10 +20,8 @@ import click
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
-from rich.table import Table
 
 from streamcart.app import LOG_FORMAT, monitor_main, worker_main
-from streamcart.bus import deadletter
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.bus.loader import BUILTIN, load_service
@@ -31,6 +29,7 @@ from streamcart.bus.pool import Pool
 from streamcart.bus.publisher import Publisher
 from streamcart.bus.rpc import RpcClient
 from streamcart.cli_config import config_group
+from streamcart.cli_dlq import dlq_group
 from streamcart.cli_users import users_group
 from streamcart.config import Settings
 from streamcart.errors import ConfigurationError, StreamcartError
@@ -297,78 +296,8 @@ def call_command(state: State, target: str, data: str, timeout: float) -> None:
     click.echo(json.dumps(state.run(job), indent=2))
 
 
-@main.group()
-def dlq() -> None:
-    """Inspect, replay or purge a service's dead letters."""
-
-
-@dlq.command("list")
-@click.argument("service")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@pass_state
-def dlq_list(state: State, service: str, limit: int, as_json: bool) -> None:
-    """List SERVICE's dead letters, oldest first."""
-
-    async def job(redis: Redis) -> tuple[int, list[deadletter.Entry]]:
-        total = await deadletter.count_dead(redis, state.keys, service)
-        return total, await deadletter.list_dead(redis, state.keys, service, count=limit)
-
-    total, entries = state.run(job)
-    if as_json:
-        for entry_id, fields in entries:
-            click.echo(json.dumps({"dlq_entry": entry_id, **fields}))
-        return
-    table = Table(title=f"{state.keys.dlq(service)}: {total} dead letters")
-    for column in ("entry", "type", "attempts", "error"):
-        table.add_column(column, overflow="fold")
-    for entry_id, fields in entries:
-        table.add_row(
-            entry_id,
-            fields.get("type", "-"),
-            fields.get("dlq_attempts", ""),
-            fields.get("dlq_error", ""),
-        )
-    console.print(table)
-
-
-@dlq.command("show")
-@click.argument("service")
-@click.argument("entry_id")
-@pass_state
-def dlq_show(state: State, service: str, entry_id: str) -> None:
-    """Print one dead letter of SERVICE with all its fields."""
-    entries = state.run(lambda r: r.xrange(state.keys.dlq(service), entry_id, entry_id))
-    if not entries:
-        raise click.ClickException(f"no dead letter {entry_id} in {state.keys.dlq(service)}")
-    click.echo(json.dumps(entries[0][1], indent=2))
-
-
-@dlq.command("replay")
-@click.argument("service")
-@click.argument("entry_ids", nargs=-1)
-@pass_state
-def dlq_replay(state: State, service: str, entry_ids: tuple[str, ...]) -> None:
-    """Send SERVICE's dead letters (all, or ENTRY_IDS) back to its inbox."""
-    count = state.run(lambda r: deadletter.replay(r, state.keys, service, list(entry_ids) or None))
-    click.echo(f"replayed {count} to {state.keys.inbox(service)}")
-
-
-@dlq.command("purge")
-@click.argument("service")
-@click.argument("entry_ids", nargs=-1)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@pass_state
-def dlq_purge(state: State, service: str, entry_ids: tuple[str, ...], yes: bool) -> None:
-    """Delete SERVICE's dead letters (all, or ENTRY_IDS) for good."""
-    what = f"{len(entry_ids)} dead letters" if entry_ids else "every dead letter"
-    if not yes and not click.confirm(f"Delete {what} of {service}?", default=False):
-        raise click.Abort
-    count = state.run(lambda r: deadletter.purge(r, state.keys, service, list(entry_ids) or None))
-    click.echo(f"purged {count}")
-
-
 main.add_command(config_group)
+main.add_command(dlq_group)
 main.add_command(users_group)
 
 
