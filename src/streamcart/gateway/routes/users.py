@@ -22,6 +22,7 @@ from streamcart.workers.users.accounts import (
     PASSWORD_MIN,
     WHITESPACE,
 )
+from streamcart.workers.users.service import LoggedIn, Login, Registered
 
 T = TypeVar("T")
 
@@ -46,26 +47,13 @@ Password = Annotated[str, msgspec.Meta(min_length=PASSWORD_MIN, max_length=PASSW
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX, pattern=f"[^{WHITESPACE}]")]
 
 
+# The service's own Register is loose (it answers 422 with a readable reason);
+# this one carries the limits into the OpenAPI document. Replies and the login
+# body are the service's types.
 class Register(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     email: Email
     password: Password
     name: Name
-
-
-class Registered(msgspec.Struct, frozen=True):
-    user_id: str
-
-
-class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    email: str
-    password: str
-
-
-class Token(msgspec.Struct, frozen=True):
-    """A Bearer token and when it expires (Unix seconds)."""
-
-    token: str
-    expires_at: int
 
 
 @post(
@@ -86,9 +74,9 @@ async def register(data: StrictJsonBody[Register], state: State) -> Registered:
     status_code=HTTP_200_OK,
     responses=error_responses(400, 403, 413, *SERVICE_ERRORS),
 )
-async def login(data: StrictJsonBody[Login], state: State) -> Token:
+async def login(data: StrictJsonBody[Login], state: State) -> LoggedIn:
     """Exchange an email and password for a Bearer token; 403 for wrong credentials."""
-    reply: Token = await services_of(state).call("users.login", data, response_type=Token)
+    reply: LoggedIn = await services_of(state).call("users.login", data, response_type=LoggedIn)
     return reply
 
 
