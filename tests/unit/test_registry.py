@@ -96,3 +96,15 @@ async def test_tidy_spares_leased_names_and_recent_consumers(fake_redis: FakeAsy
     await asyncio.sleep(0.05)
     removed = await tidy_consumers(fake_redis, KEYS, [STREAM], "orders", "orders", idle_ms=10)
     assert removed == ["old"]
+
+
+async def test_discovery_remembers_a_yes_briefly_and_never_a_no(fake_redis: FakeAsyncRedis) -> None:
+    registry = Registry(fake_redis, KEYS, ttl_ms=5_000)
+    discovery = Discovery(fake_redis, KEYS, cache_ms=200)
+    assert not await discovery.is_available("orders")
+    await registry.heartbeat(instance("h-0.a1"))
+    assert await discovery.is_available("orders")  # a "no" was not remembered
+    await registry.deregister("orders", "h-0.a1")
+    assert await discovery.is_available("orders")  # the "yes" holds for cache_ms
+    await asyncio.sleep(0.25)
+    assert not await discovery.is_available("orders")

@@ -35,7 +35,8 @@ class Services:
         self.keys = keys
         self.timeout_s = timeout_s
         self.breakers = breakers or Breakers()
-        self.discovery = discovery or Discovery(redis, keys)
+        # A live service stays "live" for a quarter second without asking Redis again.
+        self.discovery = discovery or Discovery(redis, keys, cache_ms=250)
         self.rpc = RpcClient(redis, keys)
 
     async def start(self) -> None:
