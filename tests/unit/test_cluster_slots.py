@@ -17,7 +17,7 @@ from fakeredis import FakeAsyncRedis
 from redis.asyncio.client import Pipeline, Redis
 from redis.crc import key_slot
 
-from streamcart import Context, Service, ServiceOptions
+from streamcart import Context, ServiceOptions
 from streamcart.bus import claims, consumer, deadletter, delayed
 from streamcart.bus import lease as lease_module
 from streamcart.bus.commit import relay_stale
@@ -134,4 +134,3 @@ def test_service_state_shares_one_slot_and_services_differ() -> None:
     assert key_slot(KEYS.outbox("orders").encode()) == slot
     assert key_slot(KEYS.state("orders", "order", "o1").encode()) == slot
     assert key_slot(KEYS.consumer_lease("orders", "h-0").encode()) == slot
-    assert Service("orders").name == "orders"

@@ -35,7 +35,6 @@ from streamcart.bus.service import Service
 from streamcart.resilience.breaker import Breakers
 
 _trim = Script("trim.lua")
-_DISCONNECTED = DISCONNECTED
 
 
 class Consumer:
@@ -136,7 +135,7 @@ class Consumer:
                 await self.rpc.aclose()
             try:
                 await asyncio.wait_for(acker, 5.0)
-            except (TimeoutError, RedisError, *_DISCONNECTED) as exc:
+            except (TimeoutError, RedisError) as exc:
                 self.log.warning("could not flush the last acknowledgements: %r", exc)
 
     def apply_options(self, options: ServiceOptions) -> None:
@@ -203,7 +202,7 @@ class Consumer:
                 failures = 0
                 if self._stopping:
                     return  # what this last read got stays pending for the next owner
-            except _DISCONNECTED as exc:
+            except DISCONNECTED as exc:
                 failures += 1
                 self._needs_recovery = True
                 await self._reconnect_pause(exc, failures)
@@ -298,7 +297,7 @@ class Consumer:
             self._running += 1
             try:
                 await self.dispatcher.process(item)
-            except _DISCONNECTED as exc:
+            except DISCONNECTED as exc:
                 # Leave it pending: recovery reads it again once Redis is back.
                 self.log.warning("redis unavailable while handling %s: %s", item.entry_id, exc)
                 self._needs_recovery = True
@@ -329,7 +328,7 @@ class Consumer:
             try:
                 await self._flush_acks()
                 failures = 0
-            except _DISCONNECTED as exc:
+            except DISCONNECTED as exc:
                 if self._drained:
                     raise
                 failures += 1
@@ -392,7 +391,7 @@ class Consumer:
                 return
             try:
                 await job()
-            except (RedisError, *_DISCONNECTED) as exc:
+            except RedisError as exc:
                 self.log.debug("%s failed: %s", getattr(job, "__name__", job), exc)
             except Exception:
                 self.log.exception("%s failed", getattr(job, "__name__", job))
@@ -408,7 +407,7 @@ class Consumer:
             try:
                 await job()
                 return
-            except _DISCONNECTED as exc:
+            except DISCONNECTED as exc:
                 failures += 1
                 await self._reconnect_pause(exc, failures)
 

@@ -140,15 +140,15 @@ class Context:
 
     def publish(self, message_type: str, data: Any, *, key: str | None = None) -> None:
         """Emit an event to its topic stream, once the handler commits."""
-        self.outgoing.append(
-            Outgoing(self.keys.stream_for(message_type), build_fields(message_type, data, key=key))
-        )
+        self._emit(message_type, data, key, to=None)
 
     def send(self, service: str, message_type: str, data: Any, *, key: str | None = None) -> None:
         """Send a command to one service's inbox, once the handler commits."""
-        self.outgoing.append(
-            Outgoing(self.keys.inbox(service), build_fields(message_type, data, key=key))
-        )
+        self._emit(message_type, data, key, to=service)
+
+    def _emit(self, message_type: str, data: Any, key: str | None, *, to: str | None) -> None:
+        stream = self.keys.destination(message_type, to)
+        self.outgoing.append(Outgoing(stream, build_fields(message_type, data, key=key)))
 
     async def call(
         self,

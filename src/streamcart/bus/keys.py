@@ -35,6 +35,10 @@ class Keys:
         """The topic stream an event of this type is published to."""
         return self.events(topic_of(message_type))
 
+    def destination(self, message_type: str, to: str | None = None) -> str:
+        """Where a message goes: service ``to``'s inbox, else its type's topic stream."""
+        return self.inbox(to) if to is not None else self.stream_for(message_type)
+
     # -- a service's own slot -----------------------------------------------
     def service_tag(self, service: str) -> str:
         return f"{{{self.namespace}:{service}}}"

@@ -34,11 +34,6 @@ class Publisher:
         self.redis = redis
         self.keys = keys
 
-    def target(self, message: Message) -> str:
-        if message.to is not None:
-            return self.keys.inbox(message.to)
-        return self.keys.stream_for(message.type)
-
     async def publish(
         self,
         message_type: str,
@@ -52,9 +47,8 @@ class Publisher:
     ) -> str:
         """Publish one message; returns its id. With ``delay_ms`` it enters
         the stream that many milliseconds later (by the Redis clock)."""
-        message = Message(type=message_type, data=data, key=key, to=to, id=message_id)
         fields = build_fields(message_type, data, message_id=message_id, key=key, extra=extra)
-        stream = self.target(message)
+        stream = self.keys.destination(message_type, to)
         if delay_ms:
             await delayed.schedule(self.redis, self.keys, stream, fields, delay_ms)
         else:
@@ -69,7 +63,7 @@ class Publisher:
             fields = build_fields(
                 message.type, message.data, message_id=message.id, key=message.key
             )
-            pending.append((self.target(message), fields))
+            pending.append((self.keys.destination(message.type, message.to), fields))
             ids.append(fields[ID])
             if len(pending) >= chunk:
                 await self._send(pending)

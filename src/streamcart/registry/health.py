@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -184,8 +185,7 @@ def thresholds_loader(store: ConfigStore) -> Callable[[], Awaitable[Thresholds]]
     async def load() -> Thresholds:
         values = await store.list(MONITOR_SCOPE)
         _, settings = effective(scope, {}, values, on_invalid=skip)
-        assert isinstance(settings, Thresholds)  # the scope declares Thresholds
-        return settings
+        return cast(Thresholds, settings)  # the monitor scope declares Thresholds
 
     return load
 
