@@ -37,7 +37,8 @@ class Services:
         self.breakers = breakers or Breakers()
         # A live service stays "live" for a quarter second without asking Redis again.
         self.discovery = discovery or Discovery(redis, keys, cache_ms=250)
-        self.rpc = RpcClient(redis, keys)
+        # The client wraps each call in its service's breaker.
+        self.rpc = RpcClient(redis, keys, breakers=self.breakers)
 
     async def start(self) -> None:
         await self.rpc.start()
@@ -57,6 +58,6 @@ class Services:
         service = target.partition(".")[0]
         if not await self.discovery.is_available(service):
             raise UnavailableError(f"the {service} service has no live instance")
-        return await self.breakers.get(service).call(
-            self.rpc.call, target, data, timeout=self.timeout_s, response_type=response_type
+        return await self.rpc.call(
+            target, data, timeout=self.timeout_s, response_type=response_type
         )
