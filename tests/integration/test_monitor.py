@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import redis
@@ -16,32 +13,15 @@ from click.testing import CliRunner
 
 from streamcart.cli import main
 from tests.integration.support import child_env, cli, poll_until
+from tests.webhook import Receiver, webhook
 
 pytestmark = pytest.mark.chaos
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, object]]] = []
-
-    def do_POST(self) -> None:
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def hook_url() -> Iterator[str]:
-    Hook.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+def hook() -> Iterator[Receiver]:
+    with webhook(fail_first=0) as receiver:
+        yield receiver
 
 
 def _config(url: str, namespace: str, *args: str) -> None:
@@ -57,10 +37,10 @@ def _alerts(client: redis.Redis, namespace: str) -> list[dict[str, object]]:
 
 
 def test_failing_handlers_and_lag_raise_alerts_at_the_webhook(
-    redis_url: str, namespace: str, sync_redis: redis.Redis, tmp_path: Path, hook_url: str
+    redis_url: str, namespace: str, sync_redis: redis.Redis, tmp_path: Path, hook: Receiver
 ) -> None:
     for key, value in (("interval_s", "0.5"), ("min_errors", "3"), ("error_rate", "0.3"),
-                       ("lag", "20"), ("webhook_url", hook_url)):  # fmt: skip
+                       ("lag", "20"), ("webhook_url", hook.url)):  # fmt: skip
         _config(redis_url, namespace, "set", "monitor", key, value)
     procs: list[subprocess.Popen[bytes]] = []
     log = open(tmp_path / "procs.log", "wb")  # noqa: SIM115
@@ -85,7 +65,7 @@ def test_failing_handlers_and_lag_raise_alerts_at_the_webhook(
         poll_until(lambda: alerted("lag"), within=30, what="a lag alert")
 
         def posted() -> bool:
-            kinds = {body["alert"]["kind"] for body in Hook.received}  # type: ignore[index]
+            kinds = {body["alert"]["kind"] for body in hook.received}  # type: ignore[index]
             return kinds >= {"error_rate", "lag"}
 
         poll_until(posted, within=15, what="both alerts at the webhook")

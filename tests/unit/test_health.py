@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
-import threading
 from collections.abc import Iterator
-from typing import ClassVar
 
 import msgspec
 import pytest
@@ -18,6 +15,7 @@ from streamcart.registry.instances import Instance, Registry
 from streamcart.registry.status import ServiceState, Snapshot, StreamState
 from streamcart.registry.webhook import webhook_sender
 from tests.unit.support import KEYS
+from tests.webhook import Receiver, webhook
 
 LIMITS = Thresholds(lag=100, pending=50, oldest_pending_ms=10_000, dlq_growth=1, min_errors=3)
 
@@ -95,43 +93,16 @@ def _limits(limits: Thresholds):  # type: ignore[no-untyped-def]
     return load
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    """Fails the first ``fail_first`` posts with a 500, then records bodies."""
-
-    received: ClassVar[list[dict[str, object]]] = []
-    fail_first = 0
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if Hook.fail_first > 0:
-            Hook.fail_first -= 1
-            self.send_response(500)
-        else:
-            Hook.received.append(json.loads(body))
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def hook_url() -> Iterator[str]:
-    Hook.received, Hook.fail_first = [], 2
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    finally:
-        server.shutdown()
-        server.server_close()
+def hook() -> Iterator[Receiver]:
+    with webhook(fail_first=2) as receiver:
+        yield receiver
 
 
 async def test_alerts_reach_the_webhook_through_failures(
-    fake_redis: FakeAsyncRedis, hook_url: str
+    fake_redis: FakeAsyncRedis, hook: Receiver
 ) -> None:
-    limits = Thresholds(webhook_url=hook_url, webhook_attempts=3)
+    limits = Thresholds(webhook_url=hook.url, webhook_attempts=3)
     monitor = Monitor(fake_redis, KEYS, load_thresholds=_limits(limits),
                       send_webhook=webhook_sender(first_wait_s=0.01))  # fmt: skip
     await Registry(fake_redis, KEYS, ttl_ms=100).heartbeat(_instance())
@@ -140,5 +111,6 @@ async def test_alerts_reach_the_webhook_through_failures(
     alerts = await monitor.check()
     assert kinds(alerts) == {"instance_dead", "no_instance"}
     # The first post met two 500s and got through on its third try.
-    posted = {body["alert"]["kind"] for body in Hook.received}  # type: ignore[index]
-    assert posted == {"instance_dead", "no_instance"} and len(Hook.received) == 2
+    posted = {body["alert"]["kind"] for body in hook.received}  # type: ignore[index]
+    assert posted == {"instance_dead", "no_instance"} and len(hook.received) == 2
+    assert hook.fail_first == 0  # both 500s were met and retried through
