@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import redis
 from click.testing import CliRunner
 
@@ -104,3 +105,25 @@ def test_call_prints_the_reply_and_fails_clearly(
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def test_redis_starts_the_embedded_server_once_and_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("STREAMCART_REDIS_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STREAMCART_HOME", str(tmp_path))
+    first = CliRunner().invoke(main, ["redis"])
+    try:
+        assert first.exit_code == 0, first.output
+        url = first.output.strip()
+        assert url.startswith("redis://127.0.0.1:")
+        again = CliRunner().invoke(main, ["redis"])
+        assert again.output.strip() == url  # reused, not a second server
+        client = redis.Redis.from_url(url)
+        assert client.ping()
+        client.close()
+    finally:
+        stopped = CliRunner().invoke(main, ["redis", "--stop"])
+    assert stopped.exit_code == 0 and "stopped" in stopped.output
+    assert "not running" in CliRunner().invoke(main, ["redis", "--stop"]).output
