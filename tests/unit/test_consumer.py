@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import msgspec
+import pytest
 from fakeredis import FakeAsyncRedis
 from redis.exceptions import ResponseError
 
@@ -13,6 +14,7 @@ from streamcart import Context, PermanentError, Service, ServiceOptions
 from streamcart.bus import deadletter
 from streamcart.bus.commit import relay_stale
 from streamcart.bus.publisher import Publisher
+from streamcart.errors import NotFoundError
 from streamcart.examples import counter
 from tests.unit.support import KEYS, eventually, running
 
@@ -451,3 +453,35 @@ async def test_observers_hear_every_outcome_and_a_broken_one_changes_nothing(
         ("handled", "counter.increment"),
         ("retried", "counter.fail"),
     ]
+
+
+async def test_a_reply_that_cannot_be_written_holds_up_no_other_reply_or_ack(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    # A request injected by hand may name any key as its reply stream.
+    await fake_redis.set("t:not-a-stream", "x")
+    await fake_redis.xadd(
+        INBOX,
+        {"type": "counter.get", "data": '{"name": "a"}', "reply_to": "t:not-a-stream",
+         "correlation_id": "c1"},
+    )  # fmt: skip
+    async with running(counter.build(FAST), fake_redis) as consumer:
+        await eventually(lambda: _is_zero(pending(fake_redis)))
+        with pytest.raises(NotFoundError, match="no counter named 'a'"):
+            await consumer.rpc.call("counter.get", {"name": "a"}, timeout=2)
+        await consumer.rpc.aclose()
+    assert await fake_redis.get("t:not-a-stream") == "x"
+    assert await pending(fake_redis) == 0
+
+
+async def test_a_reply_to_a_caller_that_is_gone_creates_no_stream(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    await fake_redis.xadd(
+        INBOX,
+        {"type": "counter.get", "data": '{"name": "a"}', "reply_to": "t:reply:gone",
+         "correlation_id": "c1"},
+    )  # fmt: skip
+    async with running(counter.build(FAST), fake_redis):
+        await eventually(lambda: _is_zero(pending(fake_redis)))
+    assert not await fake_redis.exists("t:reply:gone")

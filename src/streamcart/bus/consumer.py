@@ -29,7 +29,7 @@ from streamcart.bus.dispatch import DISCONNECTED, TRIMMED_REASON, Dispatcher, It
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
-from streamcart.bus.rpc import RpcClient
+from streamcart.bus.rpc import Reply, RpcClient, queue_reply
 from streamcart.bus.scripts import Script
 from streamcart.bus.service import Service
 from streamcart.resilience.breaker import Breakers
@@ -83,6 +83,7 @@ class Consumer:
         self._work_ready = asyncio.Event()
         self._inflight: dict[tuple[str, str], Item] = {}
         self._acks: dict[str, list[str]] = {}
+        self._replies: list[Reply] = []
         self._ack_wanted = asyncio.Event()
         self._room = asyncio.Event()
         self._running = 0
@@ -311,9 +312,12 @@ class Consumer:
                     self._idle.set()
 
     # -- acknowledging ------------------------------------------------------
-    def ack(self, item: Item) -> None:
-        """Acknowledge ``item`` with the next pipelined batch."""
+    def ack(self, item: Item, reply: Reply | None = None) -> None:
+        """Acknowledge ``item`` with the next pipelined batch, after sending
+        ``reply`` (a crash in between redelivers the request, never loses it)."""
         self._acks.setdefault(item.stream, []).append(item.entry_id)
+        if reply is not None:
+            self._replies.append(reply)
         self._ack_wanted.set()
 
     def _forget(self, item: Item) -> None:
@@ -341,20 +345,36 @@ class Consumer:
         if not self._acks:
             return
         acks, self._acks = self._acks, {}
+        replies, self._replies = self._replies, []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                for reply in replies:
+                    queue_reply(pipe, reply)
                 for stream, ids in acks.items():
                     pipe.xack(stream, self.group, *ids)
-                await pipe.execute()
+                results = await pipe.execute(raise_on_error=False)
+            self._check_flush(replies, results)
         except BaseException:
             for stream, ids in acks.items():  # keep them for the next flush
                 self._acks.setdefault(stream, []).extend(ids)
+            self._replies[:0] = replies
             raise
         for stream, ids in acks.items():
             self.stats.acked += len(ids)
             for entry_id in ids:
                 self._inflight.pop((stream, entry_id), None)
         self._room.set()
+
+    def _check_flush(self, replies: list[Reply], results: list[Any]) -> None:
+        """A reply that cannot be written (a ``reply_to`` naming some other kind
+        of key, say) is the caller's problem: its caller times out. A failed
+        acknowledgement is ours, and raised."""
+        for reply, result in zip(replies, results, strict=False):
+            if isinstance(result, Exception):
+                self.log.warning("reply to %s failed: %s", reply.stream, result)
+        for result in results[len(replies) :]:
+            if isinstance(result, Exception):
+                raise result
 
     # -- side loops ---------------------------------------------------------
     def _renew_interval(self) -> float:

@@ -35,7 +35,7 @@ from streamcart.bus.envelope import ATTEMPT, ID, Envelope, Fields, parse_entry
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
-from streamcart.bus.rpc import Replier, RpcClient
+from streamcart.bus.rpc import Reply, RpcClient, reply_error, reply_ok
 from streamcart.bus.service import Handler, Service
 from streamcart.errors import (
     DomainError,
@@ -84,7 +84,7 @@ class Host(Protocol):
     settings: Any
     rpc: RpcClient
 
-    def ack(self, item: Item) -> None: ...
+    def ack(self, item: Item, reply: Reply | None = None) -> None: ...
 
 
 class Dispatcher:
@@ -109,7 +109,6 @@ class Dispatcher:
         self.observers = observers
         self.log = log
         self.inbox = keys.inbox(service.name)
-        self.replier = Replier(redis)
 
     async def process(self, item: Item) -> None:
         """Handle one entry, or decide it is dead, skipped or to be retried later."""
@@ -178,21 +177,18 @@ class Dispatcher:
 
     async def _succeeded(self, item: Item, envelope: Envelope, started: float, result: Any) -> None:
         self._handled(envelope, started)
-        if envelope.reply_to:
-            await self.replier.ok(envelope, result)
-        self.host.ack(item)
+        self.host.ack(item, reply_ok(envelope, result))
 
     async def _failed_for_good(
         self, item: Item, envelope: Envelope, exc: Exception, attempts: int
     ) -> None:
         """A request gets the error as its reply; a domain answer (not found,
         conflict...) to a request is not a malfunction and is not dead-lettered."""
-        if envelope.reply_to:
-            await self.replier.error(envelope, exc)
-            if isinstance(exc, DomainError):
-                self.host.ack(item)
-                return
-        await self.dead_letter(item, describe(exc), attempts)
+        reply = reply_error(envelope, exc)
+        if reply is not None and isinstance(exc, DomainError):
+            self.host.ack(item, reply)
+            return
+        await self.dead_letter(item, describe(exc), attempts, reply)
 
     def _handled(self, envelope: Envelope, started: float) -> None:
         self.stats.handled += 1
@@ -263,8 +259,7 @@ class Dispatcher:
                 return
         if envelope.reply_to:
             # Its caller is waiting now: answer instead of retrying after a backoff.
-            await self.replier.error(envelope, UnavailableError(describe(error)))
-            self.host.ack(item)
+            self.host.ack(item, reply_error(envelope, UnavailableError(describe(error))))
             return
         if attempt >= opts.max_attempts:
             await self.dead_letter(item, describe(error), attempt)
@@ -279,7 +274,9 @@ class Dispatcher:
         self._notify("retried", envelope.type)
         self.host.ack(item)
 
-    async def dead_letter(self, item: Item, error: str, attempts: int) -> None:
+    async def dead_letter(
+        self, item: Item, error: str, attempts: int, reply: Reply | None = None
+    ) -> None:
         fields = dead_letter_fields(
             item.fields,
             error=error,
@@ -293,4 +290,4 @@ class Dispatcher:
         self.stats.dead_lettered += 1
         self._notify("dead_lettered", (item.fields or {}).get("type") or "-")
         self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)
-        self.host.ack(item)
+        self.host.ack(item, reply)

@@ -4,8 +4,10 @@ A caller sends a request to the service's inbox with ``reply_to`` (its own
 reply stream), ``correlation_id`` and ``deadline_ms``; one reader task per
 client wakes the waiting call when the reply arrives. A reply that comes
 after its caller gave up finds no waiter and is dropped; a caller that is gone
-gets no reply at all (``reply.lua``), so nothing is left behind. Error replies
-carry a code that becomes the same exception class on the caller's side.
+gets no reply at all (``NOMKSTREAM``), so nothing is left behind. Error
+replies carry a code that becomes the same exception class on the caller's
+side. Responders send replies in the pipelined round trip that acknowledges
+the requests.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from streamcart.bus.envelope import (
     encode_data,
 )
 from streamcart.bus.keys import Keys
-from streamcart.bus.scripts import Script
 from streamcart.errors import (
     DomainError,
     InvalidError,
@@ -44,7 +45,6 @@ from streamcart.errors import (
 from streamcart.resilience.breaker import Breakers
 
 log = logging.getLogger("streamcart.rpc")
-_reply = Script("reply.lua")
 REPLY_KEEP = 10_000
 STATUS, CODE, MESSAGE, DATA = "status", "code", "message", "data"
 # A reply stream lives this long after its client's last sign of life.
@@ -52,36 +52,42 @@ STREAM_TTL_MS = 60_000
 READ_BLOCK_MS = 500
 
 
-class Replier:
-    """The responder's side: answers a request, if its caller still listens."""
+class Reply(msgspec.Struct, frozen=True):
+    """An answer on its way to a caller's reply stream."""
 
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
+    stream: str
+    fields: dict[str, str]
 
-    async def ok(self, request: Envelope, result: Any) -> None:
-        data = "null" if result is None else encode_data(result)
-        await self._send(request, {STATUS: "ok", DATA: data})
 
-    async def error(self, request: Envelope, exc: BaseException) -> None:
-        if isinstance(exc, DomainError | UnavailableError | RpcTimeoutError):
-            code = exc.code
-        elif isinstance(exc, PermanentError):
-            code = InvalidError.code  # a request the handler cannot take as sent
-        else:
-            code = UnavailableError.code
-        await self._send(request, {STATUS: "error", CODE: code, MESSAGE: str(exc)})
+def reply_ok(request: Envelope, result: Any) -> Reply | None:
+    """The reply for a request that succeeded; ``None`` when nobody asked."""
+    data = "null" if result is None else encode_data(result)
+    return _reply(request, {STATUS: "ok", DATA: data})
 
-    async def _send(self, request: Envelope, fields: dict[str, str]) -> None:
-        reply_to = request.reply_to
-        if not reply_to:
-            return
-        fields[CORRELATION_ID] = request.fields.get(CORRELATION_ID, "")
-        flat = [item for pair in fields.items() for item in pair]
-        try:
-            if not await _reply(self.redis, [reply_to], [REPLY_KEEP, *flat]):
-                log.debug("caller of %s is gone; reply dropped", request.id)
-        except RedisError as exc:  # the caller times out; the work itself is done
-            log.warning("reply to %s failed: %s", request.id, exc)
+
+def reply_error(request: Envelope, exc: BaseException) -> Reply | None:
+    """The reply for a request that failed, its code naming the exception class."""
+    if isinstance(exc, DomainError | UnavailableError | RpcTimeoutError):
+        code = exc.code
+    elif isinstance(exc, PermanentError):
+        code = InvalidError.code  # a request the handler cannot take as sent
+    else:
+        code = UnavailableError.code
+    return _reply(request, {STATUS: "error", CODE: code, MESSAGE: str(exc)})
+
+
+def _reply(request: Envelope, fields: dict[str, str]) -> Reply | None:
+    if not request.reply_to:
+        return None
+    fields[CORRELATION_ID] = request.fields.get(CORRELATION_ID, "")
+    return Reply(request.reply_to, fields)
+
+
+def queue_reply(pipe: Any, reply: Reply) -> None:
+    """Add ``reply`` to a pipeline. ``NOMKSTREAM``: a caller that is gone (its
+    stream expired or was deleted) must not get a stream recreated that nobody
+    would ever read or delete."""
+    pipe.xadd(reply.stream, reply.fields, maxlen=REPLY_KEEP, approximate=True, nomkstream=True)
 
 
 class RpcClient:
@@ -127,7 +133,7 @@ class RpcClient:
         async with self._started:
             if self._reader is not None:
                 return
-            # The stream must exist before any request names it (see reply.lua).
+            # The stream must exist before any request names it (see queue_reply).
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(self.reply_stream, {"hello": "1"})
                 pipe.pexpire(self.reply_stream, STREAM_TTL_MS)
