@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -79,10 +80,11 @@ def fake_users(keys: Keys) -> Service:
         return {"token": token, "expires_at": expires_at}
 
     @service.on("users.get")
-    async def get(msg: Get, ctx: Context) -> dict[str, str]:
+    async def get(msg: Get, ctx: Context) -> dict[str, object]:
         for email, account in accounts.items():
             if account["user_id"] == msg.user_id:
-                return {"user_id": msg.user_id, "email": email, "name": account["name"]}
+                return {"user_id": msg.user_id, "email": email, "name": account["name"],
+                        "role": "user", "created_at": 0}  # fmt: skip
         raise NotFoundError(f"no user {msg.user_id!r}")
 
     return service
@@ -187,7 +189,32 @@ async def test_register_login_and_me(real_redis: Redis, keys: Keys) -> None:
             "/api/me", headers={"Authorization": f"Bearer {login.json()['token']}"}
         )
         assert me.status_code == 200, me.text
-        assert me.json() == {"user_id": user_id, "email": ALICE["email"], "name": "Alice"}
+        assert me.json() == {"user_id": user_id, "email": ALICE["email"], "name": "Alice",
+                             "role": "user", "created_at": 0}  # fmt: skip
+
+
+async def test_another_users_account_looks_like_a_missing_one(
+    real_redis: Redis, keys: Keys
+) -> None:
+    bob = {"email": "bob@example.com", "password": "hunter2-pass", "name": "Bob"}
+    async with with_users(real_redis, keys) as client:
+        bob_id = (await client.post("/api/users/register", json=bob)).json()["user_id"]
+        alice = {"Authorization": f"Bearer {await token_of(client)}"}
+        secret = await tokens.signing_secret(real_redis, keys)
+        admin = {"Authorization": f"Bearer {tokens.issue(secret, 'root', 'admin')[0]}"}
+        unknown_id = uuid.uuid4().hex
+
+        someone_elses = await client.get(f"/api/users/{bob_id}", headers=alice)
+        missing = await client.get(f"/api/users/{unknown_id}", headers=alice)
+        missing_for_admin = await client.get(f"/api/users/{unknown_id}", headers=admin)
+
+        for response in (someone_elses, missing, missing_for_admin):
+            assert_error(response, 404, "not_found")
+        assert someone_elses.json() == json.loads(missing.text.replace(unknown_id, bob_id))
+        assert missing.json() == missing_for_admin.json()
+        assert set(someone_elses.headers) == set(missing.headers)
+        as_admin = await client.get(f"/api/users/{bob_id}", headers=admin)
+        assert as_admin.status_code == 200 and as_admin.json()["email"] == bob["email"]
 
 
 async def test_wrong_password_is_a_403_from_the_service(real_redis: Redis, keys: Keys) -> None:
@@ -210,28 +237,84 @@ async def test_me_for_a_user_the_service_does_not_know_is_404(
 
 
 # -- auth -------------------------------------------------------------------------
-async def test_me_refuses_every_kind_of_bad_token(real_redis: Redis, keys: Keys) -> None:
-    async with with_users(real_redis, keys) as client:
-        secret = await tokens.signing_secret(real_redis, keys)
-        now = int(time.time())
-        expired, _ = tokens.issue(secret, "u1", "user", ttl_s=60, now=now - 3600)
-        forged, _ = tokens.issue(b"not-the-secret-" * 4, "u1", "user")
-        claims = {"sub": "u1", "role": "admin", "iat": now, "nbf": now, "exp": now + 600}
-        alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
-        cases = {
-            "no header": {},
-            "wrong scheme": {"Authorization": f"Basic {base64.b64encode(b'a:b').decode()}"},
-            "scheme only": {"Authorization": "Bearer"},
-            "malformed": {"Authorization": "Bearer not.a.token"},
-            "forged": {"Authorization": f"Bearer {forged}"},
-            "expired": {"Authorization": f"Bearer {expired}"},
-            "alg none": {"Authorization": f"Bearer {alg_none}"},
+# Routes anyone may call; every other /api route must demand a token.
+PUBLIC_API = {
+    ("POST", "/api/users/register"),
+    ("POST", "/api/users/login"),
+    ("GET", "/api/products"),
+    ("GET", "/api/products/{id}"),
+}
+ROOMY = RateLimit(rate=1000, burst=1000)  # this test's hundreds of requests are not the point
+
+
+def bad_tokens(secret: bytes) -> dict[str, dict[str, str]]:
+    """Every way an Authorization header can fail, by name."""
+    now = int(time.time())
+    expired, _ = tokens.issue(secret, "u1", "user", ttl_s=60, now=now - 3600)
+    not_yet_valid, _ = tokens.issue(secret, "u1", "user", ttl_s=3600, now=now + 600)
+    wrong_key, _ = tokens.issue(b"not-the-secret-" * 4, "u1", "admin")
+    header, payload, signature = tokens.issue(secret, "u1", "user")[0].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    altered = f"{header}.{_b64({**claims, 'role': 'admin'})}.{signature}"
+    unsigned = {"sub": "u1", "role": "admin", "iat": now, "nbf": now, "exp": now + 600}
+    alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(unsigned)}."
+    bearer = {
+        "malformed": "not.a.token",
+        "alg none": alg_none,
+        "wrong key": wrong_key,
+        "altered payload": altered,
+        "expired": expired,
+        "not yet valid": not_yet_valid,
+    }
+    return {
+        "no header": {},
+        "wrong scheme": {"Authorization": f"Basic {base64.b64encode(b'a:b').decode()}"},
+        "scheme only": {"Authorization": "Bearer"},
+        **{case: {"Authorization": f"Bearer {token}"} for case, token in bearer.items()},
+    }
+
+
+async def test_every_route_that_needs_a_token_refuses_every_bad_one(
+    real_redis: Redis, keys: Keys
+) -> None:
+    """Walks the OpenAPI document, so a route added later is covered too: a
+    bad token is 401 before the body is even read, a user's token on a route
+    whose security names the admin role is 403, and no /api route is public
+    by accident."""
+    secret = await tokens.signing_secret(real_redis, keys)
+    cases = bad_tokens(secret)
+    user = {"Authorization": f"Bearer {tokens.issue(secret, 'u1', 'user')[0]}"}
+    async with gateway(real_redis, keys, limit=ROOMY) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+        operations = [
+            (method.upper(), path, operation)
+            for path, item in document["paths"].items()
+            for method, operation in item.items()
+        ]
+        secured = [(method, path, op) for method, path, op in operations if op.get("security")]
+        open_api_routes = {
+            (method, path)
+            for method, path, op in operations
+            if path.startswith("/api/") and not op.get("security")
         }
-        for case, headers in cases.items():
-            response = await client.get("/api/me", headers=headers)
-            assert response.status_code == 401, f"{case}: {response.text}"
-            assert_error(response, 401, "unauthorized")
-            assert response.headers["www-authenticate"] == "Bearer", case
+        assert open_api_routes <= PUBLIC_API
+        assert {("GET", "/api/me"), ("GET", "/api/admin/status")} <= {
+            (method, path) for method, path, _ in secured
+        }
+        for method, path, operation in secured:
+            url = re.sub(r"\{[^}]+\}", "x", path)
+            body = {} if method in {"POST", "PUT", "PATCH"} else None
+            for case, headers in cases.items():
+                response = await client.request(method, url, headers=headers, json=body)
+                where = f"{method} {path} with {case}"
+                assert response.status_code == 401, f"{where}: {response.text}"
+                assert_error(response, 401, "unauthorized")
+                assert response.headers["www-authenticate"] == "Bearer", where
+            roles = {role for requirement in operation["security"] for role in
+                     next(iter(requirement.values()))}  # fmt: skip
+            if "admin" in roles:
+                response = await client.request(method, url, headers=user, json=body)
+                assert_error(response, 403, "forbidden")
 
 
 # -- bodies -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What route handlers reach through the app's state: the services caller and the caller's claims.
+"""What route handlers reach through state: the services caller and the caller's claims.
 
 Read from ``state`` explicitly rather than injected by name, which litestar
 deprecates for 3.0 in favour of annotations that older 2.x releases lack.
@@ -11,12 +11,12 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 
-from streamcart.gateway.auth import Authenticator
 from streamcart.gateway.services import Services
 from streamcart.workers.users.tokens import Claims
 
 SERVICES = "services"
 AUTHENTICATOR = "authenticator"
+CLAIMS = "claims"
 
 
 def services_of(state: State) -> Services:
@@ -24,11 +24,7 @@ def services_of(state: State) -> Services:
     return services
 
 
-async def claims_of(request: Request[Any, Any, State]) -> Claims:
-    """The verified claims of the caller; a route that asks for them needs a token.
-
-    Raises:
-        InvalidTokenError: answered 401 with ``WWW-Authenticate: Bearer``.
-    """
-    authenticator: Authenticator = request.app.state[AUTHENTICATOR]
-    return await authenticator.claims(request.headers)
+def claims_of(request: Request[Any, Any, State]) -> Claims:
+    """The caller's verified claims, left by the route's guard (:mod:`.access`)."""
+    claims: Claims = request.state[CLAIMS]
+    return claims

@@ -3,20 +3,19 @@
 Every error status a route can answer is documented with the one error body
 (:class:`~streamcart.gateway.errors.ErrorBody`, DESIGN section 5), replacing
 the body Litestar documents for its own ``ValidationException`` on 400.
-Routes that need a token name :data:`BEARER_SECURITY` as their ``security``.
+Routes that need a token say so through :func:`streamcart.gateway.access.signed_in`.
 """
 
 from __future__ import annotations
 
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, Example, SecurityRequirement, SecurityScheme
+from litestar.openapi.spec import Components, Example, SecurityScheme
 
 from streamcart import __version__
 from streamcart.gateway.errors import ErrorBody
 
 BEARER = "BearerToken"
-BEARER_SECURITY: list[SecurityRequirement] = [{BEARER: []}]
 
 # What each error status means on this gateway, and the code its body carries.
 _ERRORS: dict[int, tuple[str, str]] = {

@@ -1,4 +1,4 @@
-"""Accounts: register, log in, and who am I."""
+"""Accounts: register, log in, who am I, and a user's account."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from litestar.types import ControllerRouterHandler
 
+from streamcart.gateway.access import signed_in, visible_to
 from streamcart.gateway.dependencies import claims_of, services_of
-from streamcart.gateway.openapi import BEARER_SECURITY, SERVICE_ERRORS, error_responses
+from streamcart.gateway.openapi import SERVICE_ERRORS, error_responses
 from streamcart.workers.users.accounts import (
     EMAIL_MAX,
     EMAIL_PATTERN,
@@ -22,7 +23,7 @@ from streamcart.workers.users.accounts import (
     PASSWORD_MIN,
     WHITESPACE,
 )
-from streamcart.workers.users.service import LoggedIn, Login, Registered
+from streamcart.workers.users.service import LoggedIn, Login, Registered, User, no_such_user
 
 T = TypeVar("T")
 
@@ -80,15 +81,30 @@ async def login(data: StrictJsonBody[Login], state: State) -> LoggedIn:
     return reply
 
 
-@get("/api/me", security=BEARER_SECURITY, responses=error_responses(401, 404, *SERVICE_ERRORS))
-async def me(request: Request[Any, Any, State], state: State) -> dict[str, Any]:
+@get("/api/me", **signed_in(), responses=error_responses(401, 404, *SERVICE_ERRORS))
+async def me(request: Request[Any, Any, State], state: State) -> User:
     """The caller's own account (needs a Bearer token)."""
-    claims = await claims_of(request)
-    reply: dict[str, Any] = await services_of(state).call(
-        "users.get", {"user_id": claims.sub}, response_type=dict[str, Any]
+    return await _user(state, claims_of(request).sub)
+
+
+@get(
+    "/api/users/{user_id:str}",
+    **signed_in(),
+    responses=error_responses(401, 404, *SERVICE_ERRORS),
+)
+async def user(user_id: FromPath[str], request: Request[Any, Any, State], state: State) -> User:
+    """A user's account: your own, or anyone's for an admin; 404 for any other."""
+    if not visible_to(claims_of(request), user_id):
+        raise no_such_user(user_id)
+    return await _user(state, user_id)
+
+
+async def _user(state: State, user_id: str) -> User:
+    reply: User = await services_of(state).call(
+        "users.get", {"user_id": user_id}, response_type=User
     )
     return reply
 
 
 def routes() -> list[ControllerRouterHandler]:
-    return [register, login, me]
+    return [register, login, me, user]

@@ -73,6 +73,11 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int
 
 
+def no_such_user(user_id: str) -> NotFoundError:
+    """The one answer for a user id that is unknown, or not the caller's to see."""
+    return NotFoundError(f"no user {user_id!r}")
+
+
 class _Decoy:
     """A hash to verify against when the email is unknown, so a miss costs as
     much time as a wrong password and timing does not tell the two apart."""
@@ -142,7 +147,7 @@ def build(options: ServiceOptions | None = None) -> Service:
         """
         account = await load_account(ctx.redis, ctx.keys, msg.user_id) if msg.user_id else None
         if account is None:
-            raise NotFoundError(f"no user {msg.user_id!r}")
+            raise no_such_user(msg.user_id)
         return User(
             user_id=account.user_id,
             email=account.email,
