@@ -320,8 +320,11 @@ async def test_every_route_that_needs_a_token_refuses_every_bad_one(
 # -- bodies -----------------------------------------------------------------------
 async def test_bad_bodies_are_4xx_with_a_message(real_redis: Redis, keys: Keys) -> None:
     async with with_users(real_redis, keys) as client:
-        unknown = await client.post("/api/users/register", json={**ALICE, "admin": True})
-        assert "admin" in assert_error(unknown, 400, "bad_request")["message"]
+        login = {"email": ALICE["email"], "password": ALICE["password"]}
+        for field, value in {"role": "admin", "user_id": "u1", "price": 1, "status": "X"}.items():
+            for path, body in (("register", ALICE), ("login", login)):
+                unknown = await client.post(f"/api/users/{path}", json={**body, field: value})
+                assert field in assert_error(unknown, 400, "bad_request")["message"]
 
         missing = await client.post("/api/users/register", json={"email": "a@b.c"})
         assert_error(missing, 400, "bad_request")
