@@ -115,6 +115,11 @@ class Keys:
         """Pub/sub channel announcing a new config version."""
         return f"{self.namespace}:config"
 
+    # -- tracing ------------------------------------------------------------
+    def traces(self) -> str:
+        """Capped stream of finished spans, one entry each (``telemetry.spans``)."""
+        return f"{self.namespace}:traces"
+
     # -- rate limits --------------------------------------------------------
     def rate_limit(self, name: str, subject: str) -> str:
         """Hash ``{tokens, ts}``: one token bucket of limiter ``name`` for ``subject``.
