@@ -17,9 +17,21 @@ from streamcart.bus.worker import Companion, run_worker
 from streamcart.config.watch import config_watcher
 from streamcart.registry.health import run_monitor
 from streamcart.registry.heartbeat import heartbeat
+from streamcart.telemetry.export import setup_tracing, use_globally
 from streamcart.telemetry.metrics import MetricsObserver, metrics_sampler
+from streamcart.telemetry.tracing import TraceLogFilter
 
-LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+# ``trace`` is " trace=<id>" inside a recorded trace, else empty (TraceLogFilter).
+LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s%(trace)s"
+
+
+def configure_logging(level: int) -> None:
+    """Log lines to stderr, each with the trace id of the work it is about."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, TraceLogFilter) for f in handler.filters):
+            handler.addFilter(TraceLogFilter())
+    logging.getLogger("redis").setLevel(max(level, logging.INFO))
 
 
 def companions() -> list[Companion]:
@@ -41,26 +53,31 @@ def worker_main(
     With ``metrics`` the worker also records Prometheus metrics (serving them
     is the caller's part: see :mod:`streamcart.telemetry.serving`).
     """
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    logging.getLogger("redis").setLevel(max(level, logging.INFO))
+    configure_logging(level)
     service = load_service(spec)
-    asyncio.run(
-        run_worker(
-            service,
-            redis_url,
-            namespace=namespace,
-            concurrency=concurrency,
-            token=token,
-            companions=[*companions(), *([metrics_sampler] if metrics else [])],
-            observers=[MetricsObserver()] if metrics else [],
+    tracer = setup_tracing(service.name, redis_url, Keys(namespace))
+    if tracer is not None:
+        use_globally(tracer)
+    try:
+        asyncio.run(
+            run_worker(
+                service,
+                redis_url,
+                namespace=namespace,
+                concurrency=concurrency,
+                token=token,
+                companions=[*companions(), *([metrics_sampler] if metrics else [])],
+                observers=[MetricsObserver()] if metrics else [],
+            )
         )
-    )
+    finally:
+        if tracer is not None:
+            tracer.shutdown()  # exports what is buffered
 
 
 def monitor_main(redis_url: str, namespace: str, level: int) -> None:
     """Run the health monitor in this process until SIGTERM or SIGINT."""
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    logging.getLogger("redis").setLevel(max(level, logging.INFO))
+    configure_logging(level)
     asyncio.run(_monitor(redis_url, namespace))
 
 

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from streamcart.app import LOG_FORMAT, monitor_main, worker_main
+from streamcart.app import configure_logging, monitor_main, worker_main
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.bus.loader import BUILTIN, load_service
@@ -30,9 +30,11 @@ from streamcart.bus.publisher import Publisher
 from streamcart.bus.rpc import RpcClient
 from streamcart.cli_config import config_group
 from streamcart.cli_dlq import dlq_group
+from streamcart.cli_trace import trace_group
 from streamcart.cli_users import users_group
 from streamcart.config import Settings
 from streamcart.errors import ConfigurationError, StreamcartError
+from streamcart.telemetry.export import check_env as check_tracing_env
 from streamcart.telemetry.serving import pool_metrics, process_metrics
 
 T = TypeVar("T")
@@ -86,13 +88,18 @@ pass_state = click.make_pass_decorator(State)
 @click.pass_context
 def main(ctx: click.Context, redis_url: str | None, namespace: str | None, verbose: int) -> None:
     """streamcart: an e-commerce backend as Redis Streams worker pools."""
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    logging.getLogger("redis").setLevel(logging.INFO)
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
     settings = Settings.from_env(redis_url=redis_url)
     if namespace:
         settings = Settings(redis_url=settings.redis_url, namespace=namespace)
     ctx.obj = State(settings)
+
+
+def _check_tracing_env() -> None:
+    try:
+        check_tracing_env()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _level() -> int:
@@ -139,6 +146,7 @@ def worker(
     state: State, service: str, processes: int, concurrency: int, metrics_port: int | None
 ) -> None:
     """Run worker processes for SERVICE (a built-in name or module:attr)."""
+    _check_tracing_env()
     url = state.redis_url()
     metrics = metrics_port is not None
     if processes == 1:
@@ -181,6 +189,7 @@ def worker(
 def up(state: State, processes: int, metrics_port: int | None, port: int) -> None:
     """Start the whole system: Redis (embedded unless a URL is set), every service,
     the health monitor and the HTTP gateway."""
+    _check_tracing_env()
     from streamcart.gateway import gateway_main
 
     url = state.redis_url()
@@ -223,6 +232,7 @@ def up(state: State, processes: int, metrics_port: int | None, port: int) -> Non
 @pass_state
 def gateway(state: State, host: str, port: int) -> None:
     """Serve the HTTP API (OpenAPI at /schema) until Ctrl-C."""
+    _check_tracing_env()
     from streamcart.gateway import gateway_main
 
     try:
@@ -298,6 +308,7 @@ def call_command(state: State, target: str, data: str, timeout: float) -> None:
 
 main.add_command(config_group)
 main.add_command(dlq_group)
+main.add_command(trace_group)
 main.add_command(users_group)
 
 

@@ -18,6 +18,7 @@ from streamcart.bus.envelope import Envelope, Fields, build_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
 from streamcart.errors import ConfigurationError
+from streamcart.telemetry import tracing
 
 if TYPE_CHECKING:
     from streamcart.bus.service import Service
@@ -148,7 +149,9 @@ class Context:
 
     def _emit(self, message_type: str, data: Any, key: str | None, *, to: str | None) -> None:
         stream = self.keys.destination(message_type, to)
-        self.outgoing.append(Outgoing(stream, build_fields(message_type, data, key=key)))
+        fields = build_fields(message_type, data, key=key)
+        tracing.sending(fields, message_type, stream)
+        self.outgoing.append(Outgoing(stream, fields))
 
     async def call(
         self,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,7 +32,16 @@ from streamcart.bus import delayed
 from streamcart.bus.commit import commit
 from streamcart.bus.context import Context
 from streamcart.bus.deadletter import TRIMMED, dead_letter_fields, describe
-from streamcart.bus.envelope import ATTEMPT, ID, Envelope, Fields, parse_entry
+from streamcart.bus.envelope import (
+    ATTEMPT,
+    CORRELATION_ID,
+    ID,
+    REPLY_TO,
+    TYPE,
+    Envelope,
+    Fields,
+    parse_entry,
+)
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
@@ -45,6 +55,7 @@ from streamcart.errors import (
     UnavailableError,
     UnknownTypeError,
 )
+from streamcart.telemetry import tracing
 
 # A handler's own OSError is a failure like any other; only these mean Redis is gone.
 DISCONNECTED = (RedisConnectionError, RedisTimeoutError)
@@ -111,7 +122,43 @@ class Dispatcher:
         self.inbox = keys.inbox(service.name)
 
     async def process(self, item: Item) -> None:
-        """Handle one entry, or decide it is dead, skipped or to be retried later."""
+        """Handle one entry, or decide it is dead, skipped or to be retried later;
+        inside a span of its trace when tracing is on."""
+        tracer = tracing.current
+        if tracer is None:
+            await self._process(item)
+            return
+        fields = item.fields or {}
+        span = tracer.start_handling(fields, lambda: self._span_start(item, fields))
+        with tracing.activated(span, fields):
+            await self._process(item)
+
+    def _span_start(self, item: Item, fields: Fields) -> tracing.SpanStart:
+        """Name, kind and attributes of the span handling ``item`` (messaging
+        semantic conventions; a request is an RPC server span)."""
+        message_type = fields.get(TYPE) or "?"
+        attempt = fields.get(ATTEMPT, "1")
+        attributes: dict[str, Any] = {
+            "messaging.system": tracing.MESSAGING_SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.destination.name": item.stream,
+            "messaging.consumer.group.name": self.service.name,
+            "messaging.message.id": item.entry_id,
+            "streamcart.message.type": message_type,
+            "streamcart.message.id": fields.get(ID, ""),
+            "streamcart.attempt": int(attempt) if attempt.isdigit() else 1,
+            "streamcart.delivery_count": item.deliveries,
+        }
+        if REPLY_TO not in fields:
+            return f"process {message_type}", SpanKind.CONSUMER, attributes
+        service, _, method = message_type.partition(".")
+        attributes["rpc.system"] = tracing.RPC_SYSTEM
+        attributes["rpc.service"] = service
+        attributes["rpc.method"] = method
+        attributes["messaging.message.conversation_id"] = fields.get(CORRELATION_ID, "")
+        return message_type, SpanKind.SERVER, attributes
+
+    async def _process(self, item: Item) -> None:
         if item.fields is None:
             await self.dead_letter(item, TRIMMED_REASON, 0)
             return
@@ -151,12 +198,14 @@ class Dispatcher:
         if deadline is not None and time.time() * 1000 > deadline:
             self.stats.skipped += 1  # its caller has given up: doing it now helps nobody
             self.log.info("dropped %s %s: past its deadline", envelope.type, envelope.id)
+            tracing.event("dropped", reason="past its deadline")
             self.host.ack(item)
             return
         if (item.deliveries > 1 or envelope.attempt > 1) and await self.redis.exists(
             self.keys.done(self.service.name, envelope.id)
         ):
             self.stats.skipped += 1  # its effects were committed before a crash
+            tracing.event("duplicate", reason="its effects were committed before")
             self.host.ack(item)
             return
         await self._handle(item, envelope, handler, payload)
@@ -229,6 +278,7 @@ class Dispatcher:
         self.stats.failed += 1
         self._notify("failed", envelope.type)
         self.log.warning("%s %s attempt %d failed: %s", envelope.type, envelope.id, attempt, first)
+        tracing.event("attempt_failed", attempt=attempt, error=describe(first))
         if inline > 1:
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(inline - 1),
@@ -243,9 +293,10 @@ class Dispatcher:
                         started = time.perf_counter()
                         try:
                             result = await self._invoke(envelope, handler, payload)
-                        except Exception:
+                        except Exception as exc:
                             self.stats.failed += 1
                             self._notify("failed", envelope.type)
+                            tracing.event("attempt_failed", attempt=attempt, error=describe(exc))
                             raise
             except PermanentError as exc:
                 await self._failed_for_good(item, envelope, exc, attempt)
@@ -259,6 +310,7 @@ class Dispatcher:
                 return
         if envelope.reply_to:
             # Its caller is waiting now: answer instead of retrying after a backoff.
+            tracing.failed(None, describe(error))
             self.host.ack(item, reply_error(envelope, UnavailableError(describe(error))))
             return
         if attempt >= opts.max_attempts:
@@ -270,6 +322,7 @@ class Dispatcher:
             delay = int(random.uniform(cap / 2, cap))
         fields = {**envelope.fields, ID: envelope.id, ATTEMPT: str(attempt + 1)}
         await delayed.schedule(self.redis, self.keys, self.inbox, fields, delay)
+        tracing.event("retry_scheduled", attempt=attempt + 1, delay_ms=delay)
         self.stats.retried += 1
         self._notify("retried", envelope.type)
         self.host.ack(item)
@@ -287,6 +340,8 @@ class Dispatcher:
             at_ms=int(time.time() * 1000),
         )
         await self.redis.xadd(self.keys.dlq(self.service.name), fields)
+        tracing.event("dead_lettered", reason=error, attempts=attempts)
+        tracing.failed(None, error)
         self.stats.dead_lettered += 1
         self._notify("dead_lettered", (item.fields or {}).get("type") or "-")
         self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from streamcart.bus import delayed
 from streamcart.bus.envelope import ID, Fields, build_fields
 from streamcart.bus.keys import Keys
+from streamcart.telemetry import tracing
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +50,7 @@ class Publisher:
         the stream that many milliseconds later (by the Redis clock)."""
         fields = build_fields(message_type, data, message_id=message_id, key=key, extra=extra)
         stream = self.keys.destination(message_type, to)
+        tracing.sending(fields, message_type, stream)
         if delay_ms:
             await delayed.schedule(self.redis, self.keys, stream, fields, delay_ms)
         else:
@@ -63,7 +65,9 @@ class Publisher:
             fields = build_fields(
                 message.type, message.data, message_id=message.id, key=message.key
             )
-            pending.append((self.keys.destination(message.type, message.to), fields))
+            stream = self.keys.destination(message.type, message.to)
+            tracing.sending(fields, message.type, stream)
+            pending.append((stream, fields))
             ids.append(fields[ID])
             if len(pending) >= chunk:
                 await self._send(pending)

@@ -43,6 +43,7 @@ from streamcart.errors import (
     error_from_reply,
 )
 from streamcart.resilience.breaker import Breakers
+from streamcart.telemetry import tracing
 
 log = logging.getLogger("streamcart.rpc")
 REPLY_KEEP = 10_000
@@ -80,6 +81,7 @@ def _reply(request: Envelope, fields: dict[str, str]) -> Reply | None:
     if not request.reply_to:
         return None
     fields[CORRELATION_ID] = request.fields.get(CORRELATION_ID, "")
+    tracing.inject(fields)
     return Reply(request.reply_to, fields)
 
 
@@ -207,14 +209,19 @@ class RpcClient:
             extra = {REPLY_TO: self.reply_stream, CORRELATION_ID: correlation,
                      DEADLINE_MS: str(deadline)}  # fmt: skip
             fields = build_fields(target, {} if data is None else data, extra=extra)
-            await self.redis.xadd(self.keys.inbox(service), fields)
-            reply = await asyncio.wait_for(waiter, (deadline - now_ms) / 1000)
-        except TimeoutError:
-            raise RpcTimeoutError(f"{target}: no reply within {deadline - now_ms} ms") from None
+            span = tracing.calling(fields, target, correlation)
+            with tracing.ending(span):
+                await self.redis.xadd(self.keys.inbox(service), fields)
+                try:
+                    reply = await asyncio.wait_for(waiter, (deadline - now_ms) / 1000)
+                except TimeoutError:
+                    raise RpcTimeoutError(
+                        f"{target}: no reply within {deadline - now_ms} ms"
+                    ) from None
+                if reply.get(STATUS) != "ok":
+                    raise error_from_reply(reply.get(CODE, "internal"), reply.get(MESSAGE, ""))
         finally:
             self._waiters.pop(correlation, None)
-        if reply.get(STATUS) != "ok":
-            raise error_from_reply(reply.get(CODE, "internal"), reply.get(MESSAGE, ""))
         try:
             return msgspec.json.decode(reply.get(DATA, "null"), type=response_type)
         except msgspec.ValidationError as exc:

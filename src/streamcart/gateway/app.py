@@ -20,6 +20,7 @@ from litestar.datastructures import State
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streamcart.app import configure_logging
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.gateway.auth import Authenticator
@@ -28,6 +29,7 @@ from streamcart.gateway.errors import error_handlers
 from streamcart.gateway.middleware.metrics import GatewayMetrics, MetricsMiddleware
 from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
+from streamcart.gateway.middleware.tracing import TracingMiddleware
 from streamcart.gateway.openapi import openapi_config
 from streamcart.gateway.routes import admin, health, users
 from streamcart.gateway.services import Services
@@ -35,6 +37,7 @@ from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience import breaker_board
 from streamcart.resilience.breaker import Breakers
 from streamcart.resilience.ratelimit import RateLimit, TokenBucket
+from streamcart.telemetry.export import setup_tracing, use_globally
 
 log = logging.getLogger("streamcart.gateway")
 RATE_LIMITER = "gateway:client"
@@ -83,6 +86,7 @@ def create_app(
     return Litestar(
         route_handlers=[*users.routes(), *admin.routes(), *health.routes()],
         middleware=[
+            TracingMiddleware(),
             MetricsMiddleware(metrics),
             RateLimitMiddleware(
                 TokenBucket(redis, keys, RATE_LIMITER),
@@ -115,7 +119,15 @@ async def _report_breakers(redis: Redis, keys: Keys, breakers: Breakers) -> None
 
 def gateway_main(redis_url: str, namespace: str, host: str, port: int, level: int) -> None:
     """Serve the gateway on ``host:port`` until SIGINT or SIGTERM (uvicorn handles both)."""
-    asyncio.run(_serve(redis_url, namespace, host, port, level))
+    configure_logging(level)
+    tracer = setup_tracing("gateway", redis_url, Keys(namespace))
+    if tracer is not None:
+        use_globally(tracer)
+    try:
+        asyncio.run(_serve(redis_url, namespace, host, port, level))
+    finally:
+        if tracer is not None:
+            tracer.shutdown()  # exports what is buffered
 
 
 async def _serve(redis_url: str, namespace: str, host: str, port: int, level: int) -> None:

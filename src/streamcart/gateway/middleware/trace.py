@@ -2,8 +2,8 @@
 
 A ``before_send`` hook rather than a middleware: litestar runs middleware only
 for matched routes, while this hook sees every response, a 404 for an unknown
-path or a 413 included. The id is a random 32-hex id per request until
-tracing propagates a real one.
+path or a 413 included. The id is the request's trace id
+(:mod:`.tracing` sets it), else a random one.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ def trace_id_of(scope: Scope) -> str:
     if not isinstance(trace_id, str):
         trace_id = state[_STATE_KEY] = uuid.uuid4().hex
     return trace_id
+
+
+def set_trace_id(scope: Scope, trace_id: str) -> None:
+    """Make ``trace_id`` the id the response and error bodies show."""
+    scope.setdefault("state", {})[_STATE_KEY] = trace_id
 
 
 async def add_trace_id(message: Message, scope: Scope) -> None:
