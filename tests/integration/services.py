@@ -67,3 +67,16 @@ REGISTRY_OPTIONS = ServiceOptions(
 def registry_counter() -> Service:
     """The counter whose dead instances are noticed by heartbeat, not by idle time."""
     return counter.build(REGISTRY_OPTIONS)
+
+
+def welcome() -> Service:
+    """Greets each new user: one RPC to the counter and one command to it, so a
+    registration through the gateway fans out over calls and events."""
+    service = Service("welcome", options=FAST_OPTIONS)
+
+    @service.on("user.registered")
+    async def greet(msg: dict[str, object], ctx: Context) -> None:
+        await ctx.call("counter.noop", {}, timeout=10)
+        ctx.send("counter", "counter.increment", {"name": "welcomed"})
+
+    return service

@@ -79,7 +79,9 @@ async def run_process(
 class Worker:
     """One ``streamcart worker`` process (``--processes 1``: the worker is that process)."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None
+    ) -> None:
         self.argv = argv
         self.log_path = log_path
         self._log: IO[bytes] | None = open(log_path, "ab")  # noqa: SIM115 (closed in kill)
@@ -90,7 +92,7 @@ class Worker:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
-                env=child_env(),
+                env={**child_env(), **(env or {})},
             )
         except BaseException:
             self._log.close()
@@ -147,16 +149,23 @@ class Worker:
 class Workers:
     """Starts worker processes for one test and kills every one of them at exit."""
 
-    def __init__(self, url: str, namespace: str, log_dir: Path) -> None:
+    def __init__(
+        self, url: str, namespace: str, log_dir: Path, *, env: dict[str, str] | None = None
+    ) -> None:
         self.url = url
         self.namespace = namespace
         self.log_dir = log_dir
+        self.env = env
         self.started: list[Worker] = []
 
     def start(self, spec: str, *, concurrency: int = 16) -> Worker:
         argv = cli(self.url, self.namespace, "worker", spec, "-c", str(concurrency))
-        log_path = self.log_dir / f"worker-{len(self.started)}.log"
-        worker = Worker(argv, log_path)
+        return self.start_command(argv, f"worker-{len(self.started)}")
+
+    def start_command(self, argv: list[str], name: str) -> Worker:
+        """Any ``streamcart`` command as a process (``cli(...)`` builds ``argv``)."""
+        log_path = self.log_dir / f"{name}.log"
+        worker = Worker(argv, log_path, env=self.env)
         self.started.append(worker)
         return worker
 

@@ -175,16 +175,36 @@ def setup_tracing(
     if not names:
         tracing.install(None)
         return None
-    sampler = Decided(rule)
-    attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service}
-    provider = TracerProvider(sampler=sampler, resource=Resource.create(attributes))
-    delay = None if "OTEL_BSP_SCHEDULE_DELAY" in env else EXPORT_DELAY_MS
-    for name in names:
-        exporter = build_exporter(name, redis_url, keys)
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
-    tracer = tracing.Tracer(provider, rule, sampler)
+    tracer = build_tracer(
+        None if env.get("OTEL_SERVICE_NAME") else service,
+        [build_exporter(name, redis_url, keys) for name in names],
+        rule,
+        schedule_delay_ms=None if "OTEL_BSP_SCHEDULE_DELAY" in env else EXPORT_DELAY_MS,
+    )
     tracing.install(tracer)
     return tracer
+
+
+def build_tracer(
+    service: str | None,
+    exporters: Sequence[SpanExporter],
+    rule: SamplingRule,
+    *,
+    schedule_delay_ms: int | None = EXPORT_DELAY_MS,
+    max_queue_size: int | None = None,
+) -> tracing.Tracer:
+    """A tracer whose spans, sampled by ``rule``, go in batches to ``exporters``
+    from a background thread (a full queue drops spans; it never waits).
+    ``service`` names the process (``None``: from ``OTEL_SERVICE_NAME``)."""
+    sampler = Decided(rule)
+    attributes = {} if service is None else {SERVICE_NAME: service}
+    provider = TracerProvider(sampler=sampler, resource=Resource.create(attributes))
+    for exporter in exporters:
+        processor = BatchSpanProcessor(
+            exporter, schedule_delay_millis=schedule_delay_ms, max_queue_size=max_queue_size
+        )
+        provider.add_span_processor(processor)
+    return tracing.Tracer(provider, rule, sampler)
 
 
 def use_globally(tracer: tracing.Tracer) -> None:
