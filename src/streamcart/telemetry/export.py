@@ -176,7 +176,7 @@ def setup_tracing(
         tracing.install(None)
         return None
     tracer = build_tracer(
-        None if env.get("OTEL_SERVICE_NAME") else service,
+        env.get("OTEL_SERVICE_NAME") or service,
         [build_exporter(name, redis_url, keys) for name in names],
         rule,
         schedule_delay_ms=None if "OTEL_BSP_SCHEDULE_DELAY" in env else EXPORT_DELAY_MS,
@@ -186,7 +186,7 @@ def setup_tracing(
 
 
 def build_tracer(
-    service: str | None,
+    service: str,
     exporters: Sequence[SpanExporter],
     rule: SamplingRule,
     *,
@@ -195,10 +195,9 @@ def build_tracer(
 ) -> tracing.Tracer:
     """A tracer whose spans, sampled by ``rule``, go in batches to ``exporters``
     from a background thread (a full queue drops spans; it never waits).
-    ``service`` names the process (``None``: from ``OTEL_SERVICE_NAME``)."""
+    ``service`` names the process in every span."""
     sampler = Decided(rule)
-    attributes = {} if service is None else {SERVICE_NAME: service}
-    provider = TracerProvider(sampler=sampler, resource=Resource.create(attributes))
+    provider = TracerProvider(sampler=sampler, resource=Resource.create({SERVICE_NAME: service}))
     for exporter in exporters:
         processor = BatchSpanProcessor(
             exporter, schedule_delay_millis=schedule_delay_ms, max_queue_size=max_queue_size
