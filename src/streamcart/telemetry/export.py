@@ -200,7 +200,10 @@ def build_tracer(
     provider = TracerProvider(sampler=sampler, resource=Resource.create({SERVICE_NAME: service}))
     for exporter in exporters:
         processor = BatchSpanProcessor(
-            exporter, schedule_delay_millis=schedule_delay_ms, max_queue_size=max_queue_size
+            exporter,
+            schedule_delay_millis=schedule_delay_ms,
+            max_queue_size=max_queue_size,
+            max_export_batch_size=None if max_queue_size is None else min(512, max_queue_size),
         )
         provider.add_span_processor(processor)
     return tracing.Tracer(provider, rule, sampler)
