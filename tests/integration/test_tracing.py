@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
+from streamcart.bus import deadletter
 from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
 from streamcart.bus.publisher import Message, Publisher
@@ -140,6 +141,39 @@ async def test_an_entry_injected_without_context_starts_a_trace(
         "process counter.increment",
         "send counter.incremented",
     }
+
+
+async def test_retries_a_dead_letter_and_its_replay_show_on_the_trace(
+    redis_url: str, namespace: str, real_redis: Redis, tmp_path: Path
+) -> None:
+    keys = Keys(namespace)
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    with Workers(redis_url, namespace, tmp_path, env=TRACED) as workers:
+        workers.start("tests.integration.services:fast_counter", concurrency=4)
+        await Publisher(real_redis, keys).publish(
+            "counter.fail", {"name": "x"}, to="counter",
+            extra={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+        )  # fmt: skip
+
+        async def dead_lettered() -> bool:
+            return await real_redis.xlen(keys.dlq("counter")) == 1
+
+        await wait_for(dead_lettered, within=START_S, what="the dead letter", context=workers.tails)
+        await real_redis.hset(keys.state("counter", "fixed"), "x", "1")
+        assert await deadletter.replay(real_redis, keys, "counter") == 1
+        spans = await _spans(real_redis, keys, trace_id, at_least=3)
+
+    handled = sorted(spans, key=lambda span: span.start_ns)
+    assert [span.name for span in handled] == ["process counter.fail"] * 3
+    assert {span.parent_id for span in handled} == {parent_id}
+    first, redelivered, replayed = handled
+    assert [event.name for event in first.events] == [
+        "attempt_failed", "attempt_failed", "retry_scheduled",
+    ]  # fmt: skip
+    assert [event.name for event in redelivered.events] == ["attempt_failed", "dead_lettered"]
+    assert redelivered.status == "error" and "broken" in redelivered.status_message
+    assert redelivered.attributes["streamcart.attempt"] == FAST_OPTIONS.max_attempts
+    assert replayed.status != "error" and replayed.events == []
 
 
 async def test_sampling_off_records_no_span(
