@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -30,7 +31,7 @@ from streamcart.telemetry.sampling import SamplingRule
 from streamcart.telemetry.spans import SpanRecord, from_fields
 from streamcart.telemetry.traces import load_trace
 from tests.integration.services import FAST_OPTIONS
-from tests.integration.support import Workers, cli, free_port, running, wait_for
+from tests.integration.support import Workers, cli, free_port, run_process, running, wait_for
 
 TRACED = {"OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_BSP_SCHEDULE_DELAY": "100"}
 ALICE = {"email": "alice@example.com", "password": "s3cret-pass", "name": "Alice"}
@@ -111,6 +112,17 @@ async def test_a_request_through_the_gateway_is_one_trace_across_services(
     send = named[("welcome", "send counter.increment", "producer")]
     assert call.end_ns <= send.start_ns
     assert all(span.status != "error" for span in spans)
+
+    # What a user sees of it: the list names the request, the tree holds every span.
+    code, listed, err = await run_process(cli(redis_url, namespace, "trace", "list", "--json"))
+    assert code == 0, err
+    [summary] = json.loads(listed)
+    assert (summary["trace_id"], summary["root_name"]) == (trace_id, "POST /api/users/register")
+    assert summary["span_count"] == len(spans)
+    code, shown, err = await run_process(cli(redis_url, namespace, "trace", "show", trace_id))
+    assert code == 0, err
+    assert trace_id in shown and "POST /api/users/register" in shown
+    assert sum(line.count("send counter.incremented") for line in shown.splitlines()) == 1
 
 
 async def test_an_entry_injected_without_context_starts_a_trace(

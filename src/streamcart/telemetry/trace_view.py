@@ -42,7 +42,9 @@ def local_time(ns: int) -> str:
 def summary_table(traces: Sequence[TraceSummary], *, title: str | None = None) -> Table:
     """One row per trace, in the order given."""
     table = Table(title=title)
-    for column in ("trace id", "when", "root service", "root name"):
+    # The id is what a reader copies into `trace show`: never wrapped.
+    table.add_column("trace id", no_wrap=True, min_width=32)
+    for column in ("when", "root service", "root name"):
         table.add_column(column, overflow="fold")
     table.add_column("spans", justify="right")
     table.add_column("duration", justify="right")

@@ -25,6 +25,9 @@ _CONTEXT_HEADERS = {TRACEPARENT.encode(), TRACESTATE.encode()}
 class TracingMiddleware(ASGIMiddleware):
     """A server span per request, named by method and route template."""
 
+    # Probes, metrics scrapes and the API document: frequent, and no one's request.
+    exclude_path_pattern = ("^/healthz$", "^/readyz$", "^/metrics$", "^/schema")
+
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         tracer = tracing.current
         if tracer is None:
