@@ -130,12 +130,20 @@ class Dispatcher:
             return
         fields = item.fields or {}
         span = tracer.start_handling(fields, lambda: self._span_start(item, fields))
-        with tracing.activated(span, fields):
+        if span is not None:
+            with tracing.activated(span, fields):
+                await self._process(item)
+            return
+        unsampled = tracing.keep_unsampled(fields)
+        try:
             await self._process(item)
+        finally:
+            tracing.forget_unsampled(unsampled)
 
     def _span_start(self, item: Item, fields: Fields) -> tracing.SpanStart:
         """Name, kind and attributes of the span handling ``item`` (messaging
-        semantic conventions; a request is an RPC server span)."""
+        semantic conventions; a request is an RPC server span). The attempt and
+        the delivery count are there when above 1."""
         message_type = fields.get(TYPE) or "?"
         attempt = fields.get(ATTEMPT, "1")
         attributes: dict[str, Any] = {
@@ -144,11 +152,13 @@ class Dispatcher:
             "messaging.destination.name": item.stream,
             "messaging.consumer.group.name": self.service.name,
             "messaging.message.id": item.entry_id,
-            "streamcart.message.type": message_type,
             "streamcart.message.id": fields.get(ID, ""),
-            "streamcart.attempt": int(attempt) if attempt.isdigit() else 1,
-            "streamcart.delivery_count": item.deliveries,
         }
+        # Only when they say something: each attribute costs the SDK microseconds.
+        if attempt != "1" and attempt.isdigit():
+            attributes["streamcart.attempt"] = int(attempt)
+        if item.deliveries > 1:
+            attributes["streamcart.delivery_count"] = item.deliveries
         if REPLY_TO not in fields:
             return f"process {message_type}", SpanKind.CONSUMER, attributes
         service, _, method = message_type.partition(".")

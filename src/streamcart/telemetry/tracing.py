@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -143,12 +143,11 @@ def activated(
     unless not ``errors``), or, when the entry was not sampled, with that
     decision kept for whatever the block sends on."""
     if span is None:
-        incoming = fields.get(TRACEPARENT, "")
-        token = _unsampled.set(_as_unsampled(incoming) if incoming else "")
+        token = keep_unsampled(fields)
         try:
             yield None
         finally:
-            _unsampled.reset(token)
+            forget_unsampled(token)
         return
     attached = otel_context.attach(trace.set_span_in_context(span))
     try:
@@ -160,6 +159,18 @@ def activated(
     finally:
         otel_context.detach(attached)
         span.end()
+
+
+def keep_unsampled(fields: Mapping[str, str]) -> Token[str | None]:
+    """Remember, for what this task sends next, that the entry with ``fields``
+    is not recorded (what :func:`activated` does for ``None``, without a
+    context manager on the hot path)."""
+    incoming = fields.get(TRACEPARENT)
+    return _unsampled.set(_as_unsampled(incoming) if incoming else "")
+
+
+def forget_unsampled(token: Token[str | None]) -> None:
+    _unsampled.reset(token)
 
 
 def inject(fields: MutableMapping[str, str]) -> None:
@@ -200,6 +211,8 @@ def current_trace_id() -> str | None:
 
 def parse_traceparent(value: str) -> SpanContext | None:
     """The remote span context of a W3C ``traceparent``; ``None`` if invalid."""
+    if not value:
+        return None
     parts = value.strip().split("-")
     if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
         return None
