@@ -244,9 +244,7 @@ async def _handle_all_while_exporting_to(
     real_redis: Redis, keys: Keys, exporter: RedisSpanExporter, count: int
 ) -> float:
     """Seconds the counter takes for ``count`` increments, every one traced."""
-    tracer = build_tracer(
-        "counter", [exporter], SamplingRule(1.0), schedule_delay_ms=50, max_queue_size=256
-    )
+    tracer = build_tracer("counter", [exporter], SamplingRule(1.0), delay_ms=50, max_queue=256)
     tracing.install(tracer)
     try:
         await Publisher(real_redis, keys).publish_many(

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 
 import pytest
 from fakeredis import FakeAsyncRedis
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from streamcart.bus.publisher import Publisher
 from streamcart.errors import ConfigurationError
@@ -22,13 +21,15 @@ from streamcart.examples import counter
 from streamcart.telemetry import tracing
 from streamcart.telemetry.export import (
     RedisSpanExporter,
-    build_exporter,
+    SdkExporterSink,
+    build_sink,
     build_tracer,
     check_env,
     exporter_names,
     setup_tracing,
 )
 from streamcart.telemetry.sampling import SamplingRule
+from streamcart.telemetry.spans import SpanRecord
 from streamcart.telemetry.tracing import TraceLogFilter, parse_traceparent
 from tests.unit.support import KEYS, eventually, running
 from tests.unit.test_consumer import FAST, INBOX, pending
@@ -37,22 +38,39 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
 
+class Memory:
+    """A span sink that keeps what it gets; ``finished()`` flushes the buffer first."""
+
+    def __init__(self) -> None:
+        self.spans: list[SpanRecord] = []
+        self.tracer: tracing.Tracer | None = None
+
+    def export(self, spans: Sequence[SpanRecord]) -> None:
+        self.spans.extend(spans)
+
+    def shutdown(self) -> None:
+        pass
+
+    def finished(self) -> list[SpanRecord]:
+        assert self.tracer is not None and self.tracer.flush()
+        return self.spans
+
+
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
+def spans() -> Iterator[Memory]:
     """Tracing on (everything sampled) for one test, finished spans kept in memory."""
     yield from _traced(SamplingRule(ratio=1.0))
 
 
-def _traced(rule: SamplingRule) -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracer = build_tracer("counter", [], rule)
-    tracer.provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(tracer)
+def _traced(rule: SamplingRule) -> Iterator[Memory]:
+    memory = Memory()
+    memory.tracer = build_tracer("counter", [memory], rule)
+    tracing.install(memory.tracer)
     try:
-        yield exporter
+        yield memory
     finally:
         tracing.install(None)
-        tracer.shutdown()
+        memory.tracer.shutdown()
 
 
 async def _handle(redis: FakeAsyncRedis, fields: dict[str, str]) -> list[dict[str, str]]:
@@ -71,7 +89,7 @@ def _increment(**extra: str) -> dict[str, str]:
     return {"type": "counter.increment", "data": json.dumps({"name": "a"}), **extra}
 
 
-def _by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
+def _by_name(finished: list[SpanRecord]) -> dict[str, SpanRecord]:
     return {span.name: span for span in finished}
 
 
@@ -103,50 +121,48 @@ def test_a_valid_traceparent_gives_its_ids_and_sampled_flag() -> None:
 
 # -- propagation through a handler ------------------------------------------------
 async def test_a_handled_entry_continues_its_trace_and_passes_it_on(
-    fake_redis: FakeAsyncRedis, spans: InMemorySpanExporter
+    fake_redis: FakeAsyncRedis, spans: Memory
 ) -> None:
     [event] = await _handle(fake_redis, _increment(traceparent=f"00-{TRACE}-{PARENT}-01"))
 
-    found = _by_name(spans.get_finished_spans())
+    found = _by_name(spans.finished())
     handling = found["process counter.increment"]
     sending = found["send counter.incremented"]
-    assert handling.parent is not None and handling.parent.span_id == int(PARENT, 16)
-    assert handling.context is not None and handling.context.trace_id == int(TRACE, 16)
-    assert sending.parent is not None and sending.parent.span_id == handling.context.span_id
-    assert sending.context is not None
-    assert event["traceparent"] == f"00-{TRACE}-{sending.context.span_id:016x}-01"
-    attributes = dict(handling.attributes or {})
+    assert (handling.trace_id, handling.parent_id) == (TRACE, PARENT)
+    assert (sending.trace_id, sending.parent_id) == (TRACE, handling.span_id)
+    assert event["traceparent"] == f"00-{TRACE}-{sending.span_id}-01"
+    assert (handling.kind, sending.kind) == ("consumer", "producer")
+    attributes = handling.attributes
     assert attributes["messaging.destination.name"] == INBOX
     assert attributes["messaging.consumer.group.name"] == "counter"
     assert "streamcart.attempt" not in attributes  # a first attempt, delivered once
 
 
 async def test_an_entry_without_context_starts_a_trace(
-    fake_redis: FakeAsyncRedis, spans: InMemorySpanExporter
+    fake_redis: FakeAsyncRedis, spans: Memory
 ) -> None:
     [event] = await _handle(fake_redis, _increment())
 
-    handling = _by_name(spans.get_finished_spans())["process counter.increment"]
-    assert handling.parent is None
-    assert handling.context is not None
-    assert event["traceparent"].split("-")[1] == f"{handling.context.trace_id:032x}"
+    handling = _by_name(spans.finished())["process counter.increment"]
+    assert handling.parent_id == ""
+    assert event["traceparent"].split("-")[1] == handling.trace_id
 
 
 async def test_an_unsampled_entry_records_nothing_but_passes_the_decision_on(
-    fake_redis: FakeAsyncRedis, spans: InMemorySpanExporter
+    fake_redis: FakeAsyncRedis, spans: Memory
 ) -> None:
     [event] = await _handle(fake_redis, _increment(traceparent=f"00-{TRACE}-{PARENT}-00"))
 
-    assert spans.get_finished_spans() == ()
+    assert spans.finished() == []
     assert event["traceparent"] == f"00-{TRACE}-{PARENT}-00"
 
 
 async def test_a_trace_not_sampled_at_its_start_stays_unsampled_downstream(
     fake_redis: FakeAsyncRedis,
 ) -> None:
-    for exporter in _traced(SamplingRule(ratio=0.0, parent_based=True)):
+    for memory in _traced(SamplingRule(ratio=0.0, parent_based=True)):
         [event] = await _handle(fake_redis, _increment())
-        assert exporter.get_finished_spans() == ()
+        assert memory.finished() == []
     parent = parse_traceparent(event["traceparent"])
     assert parent is not None and not parent.trace_flags.sampled
 
@@ -158,16 +174,16 @@ async def test_tracing_off_adds_no_fields(fake_redis: FakeAsyncRedis) -> None:
 
 
 async def test_a_publish_outside_a_trace_leaves_the_trace_to_its_consumer(
-    fake_redis: FakeAsyncRedis, spans: InMemorySpanExporter
+    fake_redis: FakeAsyncRedis, spans: Memory
 ) -> None:
     await Publisher(fake_redis, KEYS).publish("counter.increment", {"name": "a"}, to="counter")
     [(_, fields)] = await fake_redis.xrange(INBOX)
     assert "traceparent" not in fields
-    assert spans.get_finished_spans() == ()
+    assert spans.finished() == []
 
 
 async def test_retries_and_the_dead_letter_are_events_on_the_span(
-    fake_redis: FakeAsyncRedis, spans: InMemorySpanExporter
+    fake_redis: FakeAsyncRedis, spans: Memory
 ) -> None:
     fields = {"type": "counter.fail", "data": '{"name": "x"}',
               "traceparent": f"00-{TRACE}-{PARENT}-01"}  # fmt: skip
@@ -179,16 +195,16 @@ async def test_retries_and_the_dead_letter_are_events_on_the_span(
 
         await eventually(dead)
 
-    handled = [s for s in spans.get_finished_spans() if s.name == "process counter.fail"]
+    handled = [s for s in spans.finished() if s.name == "process counter.fail"]
     assert len(handled) == 2  # the first delivery and the delayed redelivery
-    assert {s.parent.span_id for s in handled if s.parent} == {int(PARENT, 16)}
+    assert {s.parent_id for s in handled} == {PARENT}
     events = [event.name for span in handled for event in span.events]
     assert events.count("attempt_failed") == FAST.max_attempts
     assert events.count("retry_scheduled") == 1
     assert events.count("dead_lettered") == 1
-    last = max(handled, key=lambda s: s.start_time or 0)
-    assert not last.status.is_ok and "broken" in (last.status.description or "")
-    assert dict(last.attributes or {})["streamcart.attempt"] == FAST.max_attempts
+    last = max(handled, key=lambda s: s.start_ns)
+    assert last.status == "error" and "broken" in last.status_message
+    assert last.attributes["streamcart.attempt"] == FAST.max_attempts
 
 
 # -- configuration ----------------------------------------------------------------
@@ -241,12 +257,13 @@ def test_exporters_are_chosen_by_name() -> None:
     assert exporter_names({}) == ["redis"]
     assert exporter_names({"OTEL_TRACES_EXPORTER": "otlp, console"}) == ["otlp", "console"]
     # The OTLP exporter is installed with the dev extra; its endpoint comes from its own env.
-    otlp = build_exporter("otlp", "redis://127.0.0.1:1", KEYS)
+    otlp = build_sink("otlp", "redis://127.0.0.1:1", KEYS)
     try:
-        assert type(otlp).__name__ == "OTLPSpanExporter"
+        assert isinstance(otlp, SdkExporterSink)
+        assert type(otlp.exporter).__name__ == "OTLPSpanExporter"
     finally:
         otlp.shutdown()
-    assert isinstance(build_exporter("redis", "redis://127.0.0.1:1", KEYS), RedisSpanExporter)
+    assert isinstance(build_sink("redis", "redis://127.0.0.1:1", KEYS), RedisSpanExporter)
 
 
 def test_otel_service_name_names_the_service() -> None:
@@ -256,6 +273,7 @@ def test_otel_service_name_names_the_service() -> None:
     )  # fmt: skip
     try:
         assert tracer is not None
+        assert tracer.service == "billing"
         assert tracer.provider.resource.attributes["service.name"] == "billing"
     finally:
         tracing.install(None)
@@ -263,7 +281,7 @@ def test_otel_service_name_names_the_service() -> None:
             tracer.shutdown()
 
 
-def test_log_lines_carry_the_trace_id_inside_a_trace(spans: InMemorySpanExporter) -> None:
+def test_log_lines_carry_the_trace_id_inside_a_trace(spans: Memory) -> None:
     tracer = tracing.current
     assert tracer is not None
     span = tracer.start_handling({}, lambda: ("job", tracing.SpanKind.CONSUMER, {}))
@@ -274,3 +292,65 @@ def test_log_lines_carry_the_trace_id_inside_a_trace(spans: InMemorySpanExporter
     assert record.trace == f" trace={span.get_span_context().trace_id:032x}"
     TraceLogFilter().filter(record)
     assert record.trace == ""
+
+
+# -- the recorder ------------------------------------------------------------------
+def test_spans_user_code_starts_join_the_trace_and_the_sinks(spans: Memory) -> None:
+    tracer = tracing.current
+    assert tracer is not None
+    span = tracer.start_handling({}, lambda: ("job", tracing.SpanKind.CONSUMER, {}))
+    assert span is not None
+    with tracing.activated(span, {}):
+        with tracer.provider.get_tracer("user code").start_as_current_span("own work") as own:
+            own.set_attribute("rows", 3)
+        span.set_attribute("done", True)
+    found = _by_name(spans.finished())
+    assert found["own work"].parent_id == found["job"].span_id
+    assert found["own work"].trace_id == found["job"].trace_id
+    assert found["own work"].service == "counter"
+    assert (found["own work"].attributes, found["job"].attributes) == ({"rows": 3}, {"done": True})
+
+
+def test_sdk_exporters_get_the_spans_as_the_sdk_would_make_them() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    record = SpanRecord(
+        trace_id=TRACE, span_id="a" * 16, parent_id=PARENT, name="orders.place",
+        service="orders", kind="server", start_ns=10, end_ns=25, status="error",
+        status_message="declined", attributes={"rpc.method": "place"},
+    )  # fmt: skip
+    SdkExporterSink(memory).export([record])
+    [span] = memory.get_finished_spans()
+    assert span.context is not None and span.parent is not None
+    assert (span.context.trace_id, span.context.span_id) == (int(TRACE, 16), int("a" * 16, 16))
+    assert span.parent.span_id == int(PARENT, 16)
+    assert (span.kind.name, span.status.status_code.name) == ("SERVER", "ERROR")
+    assert span.resource.attributes["service.name"] == "orders"
+    assert (span.start_time, span.end_time, dict(span.attributes or {})) == (
+        10, 25, {"rpc.method": "place"},
+    )  # fmt: skip
+
+
+def test_a_full_buffer_drops_spans_and_never_waits() -> None:
+    release = threading.Event()
+
+    class Stuck:
+        def export(self, spans: Sequence[SpanRecord]) -> None:
+            release.wait(10)
+
+        def shutdown(self) -> None:
+            pass
+
+    tracer = build_tracer("counter", [Stuck()], SamplingRule(1.0), delay_ms=10, max_queue=20)
+    try:
+        started = time.perf_counter()
+        for _ in range(1_000):
+            span = tracer.start_handling({}, lambda: ("job", tracing.SpanKind.CONSUMER, {}))
+            assert span is not None
+            span.end()
+        assert time.perf_counter() - started < 1.0
+        assert tracer.buffer.dropped >= 1_000 - 2 * 20  # at most a queue and a batch got through
+    finally:
+        release.set()
+        tracer.shutdown()

@@ -13,24 +13,23 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 
+import msgspec
 import redis
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.trace import StatusCode
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from streamcart.bus.keys import Keys
 from streamcart.errors import ConfigurationError
 from streamcart.telemetry import tracing
-from streamcart.telemetry.sampling import Decided, SamplingRule
-from streamcart.telemetry.spans import ERROR, OK, UNSET, SpanEvent, SpanRecord, to_fields
+from streamcart.telemetry.recorder import BufferingProcessor, SpanBuffer, SpanSink
+from streamcart.telemetry.sampling import SamplingRule, sdk_sampler
+from streamcart.telemetry.spans import ERROR, OK, SpanRecord
 
 log = logging.getLogger("streamcart.tracing")
 EXPORTERS = ("redis", "otlp", "console", "none")
@@ -38,40 +37,15 @@ EXPORTERS = ("redis", "otlp", "console", "none")
 DEFAULT_KEEP = 100_000
 # A span reaches `streamcart trace` within about this long (OTEL_BSP_SCHEDULE_DELAY overrides).
 EXPORT_DELAY_MS = 1_000
-_STATUS = {StatusCode.OK: OK, StatusCode.ERROR: ERROR, StatusCode.UNSET: UNSET}
+_ADD_SPANS = (files("streamcart.telemetry") / "add_spans.lua").read_text(encoding="utf-8")
+_SCOPE = InstrumentationScope("streamcart")
+_CODES = {OK: StatusCode.OK, ERROR: StatusCode.ERROR}
 
 
-def record_of(span: ReadableSpan) -> SpanRecord:
-    """The stored form of a finished SDK span."""
-    context = span.get_span_context()
-    assert context is not None  # an SDK span always has one
-    return SpanRecord(
-        trace_id=f"{context.trace_id:032x}",
-        span_id=f"{context.span_id:016x}",
-        parent_id=f"{span.parent.span_id:016x}" if span.parent is not None else "",
-        name=span.name,
-        service=str(span.resource.attributes.get(SERVICE_NAME, "")),
-        kind=span.kind.name.lower(),
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time or span.start_time or 0,
-        status=_STATUS[span.status.status_code],
-        status_message=span.status.description or "",
-        attributes=_plain(span.attributes),
-        events=[
-            SpanEvent(name=event.name, at_ns=event.timestamp, attributes=_plain(event.attributes))
-            for event in span.events
-        ],
-    )
+class RedisSpanExporter:
+    """Writes each batch of spans to the trace stream with one script call.
 
-
-def _plain(attributes: Mapping[str, object] | None) -> dict[str, object]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
-
-
-class RedisSpanExporter(SpanExporter):
-    """Writes each batch of spans to the trace stream in one pipelined round trip.
-
-    It runs on the batch processor's thread with a client of its own and short
+    It runs on the span buffer's thread with a client of its own and short
     timeouts: a slow or full Redis costs dropped spans, never a handler's time.
     """
 
@@ -83,26 +57,64 @@ class RedisSpanExporter(SpanExporter):
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
+        self._add = self._redis.register_script(_ADD_SPANS)
+        self._encode = msgspec.json.Encoder().encode
         self._warned_at = 0.0
         self.dropped = 0
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[SpanRecord]) -> None:
+        args: list[str | int | bytes] = [self.keep]
+        for span in spans:
+            args += (span.trace_id, self._encode(span))
         try:
-            with self._redis.pipeline(transaction=False) as pipe:
-                for span in spans:
-                    fields = to_fields(record_of(span))
-                    pipe.xadd(self.stream, fields, maxlen=self.keep, approximate=True)
-                pipe.execute()
+            self._add(keys=[self.stream], args=args)
         except redis.RedisError as exc:
             self.dropped += len(spans)
             if time.monotonic() - self._warned_at > 60:  # one warning a minute, not per batch
                 self._warned_at = time.monotonic()
                 log.warning("could not export %d spans to %s: %s", len(spans), self.stream, exc)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
         self._redis.close()
+
+
+class SdkExporterSink:
+    """Hands spans to an OpenTelemetry SDK exporter (OTLP, console) as it expects them."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+        self._resources: dict[str, Resource] = {}
+
+    def export(self, spans: Sequence[SpanRecord]) -> None:
+        self.exporter.export([self._readable(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def _readable(self, span: SpanRecord) -> ReadableSpan:
+        resource = self._resources.get(span.service)
+        if resource is None:
+            resource = self._resources[span.service] = Resource.create({SERVICE_NAME: span.service})
+        sampled = TraceFlags(TraceFlags.SAMPLED)
+        trace_id = int(span.trace_id, 16)
+        parent = (
+            SpanContext(trace_id, int(span.parent_id, 16), is_remote=True, trace_flags=sampled)
+            if span.parent_id
+            else None
+        )
+        return ReadableSpan(
+            name=span.name,
+            context=SpanContext(trace_id, int(span.span_id, 16), False, trace_flags=sampled),
+            parent=parent,
+            resource=resource,
+            attributes=span.attributes,
+            events=[Event(e.name, e.attributes, e.at_ns) for e in span.events],
+            kind=SpanKind[span.kind.upper()],
+            status=Status(_CODES.get(span.status, StatusCode.UNSET), span.status_message or None),
+            start_time=span.start_ns,
+            end_time=span.end_ns,
+            instrumentation_scope=_SCOPE,
+        )
 
 
 def exporter_names(env: Mapping[str, str]) -> list[str]:
@@ -144,8 +156,8 @@ def _otlp_exporter_class() -> type[SpanExporter]:
     return OTLPSpanExporter
 
 
-def build_exporter(name: str, redis_url: str, keys: Keys) -> SpanExporter:
-    """One exporter by its ``OTEL_TRACES_EXPORTER`` name.
+def build_sink(name: str, redis_url: str, keys: Keys) -> SpanSink:
+    """One sink by its ``OTEL_TRACES_EXPORTER`` name.
 
     Raises:
         ConfigurationError: ``otlp`` without the optional exporter installed.
@@ -153,8 +165,8 @@ def build_exporter(name: str, redis_url: str, keys: Keys) -> SpanExporter:
     if name == "redis":
         return RedisSpanExporter(redis_url, keys)
     if name == "console":
-        return ConsoleSpanExporter()
-    return _otlp_exporter_class()()
+        return SdkExporterSink(ConsoleSpanExporter())
+    return SdkExporterSink(_otlp_exporter_class()())
 
 
 def setup_tracing(
@@ -175,11 +187,12 @@ def setup_tracing(
     if not names:
         tracing.install(None)
         return None
+    delay = env.get("OTEL_BSP_SCHEDULE_DELAY", "").strip()
     tracer = build_tracer(
         env.get("OTEL_SERVICE_NAME") or service,
-        [build_exporter(name, redis_url, keys) for name in names],
+        [build_sink(name, redis_url, keys) for name in names],
         rule,
-        schedule_delay_ms=None if "OTEL_BSP_SCHEDULE_DELAY" in env else EXPORT_DELAY_MS,
+        delay_ms=int(delay) if delay.isdigit() and int(delay) > 0 else EXPORT_DELAY_MS,
     )
     tracing.install(tracer)
     return tracer
@@ -187,26 +200,22 @@ def setup_tracing(
 
 def build_tracer(
     service: str,
-    exporters: Sequence[SpanExporter],
+    sinks: Sequence[SpanSink],
     rule: SamplingRule,
     *,
-    schedule_delay_ms: int | None = EXPORT_DELAY_MS,
-    max_queue_size: int | None = None,
+    delay_ms: int = EXPORT_DELAY_MS,
+    max_queue: int = 8_192,
 ) -> tracing.Tracer:
-    """A tracer whose spans, sampled by ``rule``, go in batches to ``exporters``
+    """A tracer whose spans, sampled by ``rule``, go in batches to ``sinks``
     from a background thread (a full queue drops spans; it never waits).
-    ``service`` names the process in every span."""
-    sampler = Decided(rule)
-    provider = TracerProvider(sampler=sampler, resource=Resource.create({SERVICE_NAME: service}))
-    for exporter in exporters:
-        processor = BatchSpanProcessor(
-            exporter,
-            schedule_delay_millis=schedule_delay_ms,
-            max_queue_size=max_queue_size,
-            max_export_batch_size=None if max_queue_size is None else min(512, max_queue_size),
-        )
-        provider.add_span_processor(processor)
-    return tracing.Tracer(provider, rule, sampler)
+    ``service`` names the process in every span; spans that user code starts
+    through the SDK provider (:func:`use_globally`) land in the same sinks."""
+    buffer = SpanBuffer(sinks, max_queue=max_queue, batch=min(512, max_queue), delay_ms=delay_ms)
+    provider = TracerProvider(
+        sampler=sdk_sampler(rule), resource=Resource.create({SERVICE_NAME: service})
+    )
+    provider.add_span_processor(BufferingProcessor(buffer))
+    return tracing.Tracer(service, rule, buffer, provider)
 
 
 def use_globally(tracer: tracing.Tracer) -> None:

@@ -2,28 +2,23 @@
 
 streamcart decides before it builds a span, so a message that is not sampled
 costs a branch and a random number, not a span. The rule is the one
-``OTEL_TRACES_SAMPLER`` names; the SDK's sampler (:class:`Decided`) applies
+``OTEL_TRACES_SAMPLER`` names; the SDK's sampler (:func:`sdk_sampler`) applies
 the same rule to spans that user code starts on its own.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import msgspec
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
-    Decision,
     ParentBased,
     Sampler,
-    SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind, TraceState
-from opentelemetry.util.types import Attributes
 
 from streamcart.errors import ConfigurationError
 
@@ -91,35 +86,6 @@ class SamplingRule(msgspec.Struct, frozen=True):
             return parent_sampled
         # The TraceIdRatioBased rule: the same decision for a trace in every process.
         return trace_id & _LOW_64 < round(self.ratio * (_LOW_64 + 1))
-
-
-class Decided(Sampler):
-    """The SDK sampler: records a span streamcart decided to record (``force``
-    is set around that one synchronous ``start_span``), and applies the rule to
-    any span user code starts."""
-
-    def __init__(self, rule: SamplingRule) -> None:
-        self.rule = sdk_sampler(rule)
-        self.force = False
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        if self.force:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
-        return self.rule.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
-
-    def get_description(self) -> str:
-        return f"streamcart({self.rule.get_description()})"
 
 
 def sdk_sampler(rule: SamplingRule) -> Sampler:

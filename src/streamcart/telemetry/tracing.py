@@ -21,7 +21,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import (
-    NonRecordingSpan,
     Span,
     SpanContext,
     SpanKind,
@@ -32,7 +31,8 @@ from opentelemetry.trace import (
 )
 
 from streamcart.bus.envelope import TRACEPARENT, TRACESTATE
-from streamcart.telemetry.sampling import Decided, SamplingRule
+from streamcart.telemetry.recorder import RecordedSpan, SpanBuffer
+from streamcart.telemetry.sampling import SamplingRule
 
 log = logging.getLogger("streamcart.tracing")
 
@@ -48,13 +48,17 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 class Tracer:
-    """Starts streamcart's spans on ``provider`` after deciding by ``rule``."""
+    """Starts streamcart's spans after deciding by ``rule``; they are
+    :class:`RecordedSpan` and go to ``buffer``. ``provider`` is the SDK
+    provider for spans user code starts (see ``export.use_globally``)."""
 
-    def __init__(self, provider: TracerProvider, rule: SamplingRule, sampler: Decided) -> None:
-        self.provider = provider
+    def __init__(
+        self, service: str, rule: SamplingRule, buffer: SpanBuffer, provider: TracerProvider
+    ) -> None:
+        self.service = service
         self.rule = rule
-        self._sampler = sampler
-        self._otel = provider.get_tracer("streamcart")
+        self.buffer = buffer
+        self.provider = provider
 
     def start_handling(
         self, fields: Mapping[str, str], describe: Callable[[], SpanStart]
@@ -76,7 +80,7 @@ class Tracer:
                 parent.trace_id, parent.span_id, is_remote=True, trace_flags=parent.trace_flags,
                 trace_state=TraceState.from_header([state]),
             )  # fmt: skip
-        return self._start(*describe(), trace.set_span_in_context(NonRecordingSpan(parent)))
+        return self._start(*describe(), parent)
 
     def start_outgoing(
         self,
@@ -91,18 +95,18 @@ class Tracer:
         current span; its context goes into ``fields``. Outside any trace it
         starts one only if ``may_start_trace``. ``None``, with the current
         decision passed on, when not recorded."""
-        parent = trace.get_current_span().get_span_context()
-        if parent.is_valid:
+        parent: SpanContext | None = trace.get_current_span().get_span_context()
+        if parent is not None and parent.is_valid:
             record = parent.trace_flags.sampled
         elif _unsampled.get() is not None or not may_start_trace:
             record = False
         else:
-            record = self.rule.new_trace()
+            record, parent = self.rule.new_trace(), None
         if not record:
             inject(fields)
             return None
-        span = self._start(name, kind, attributes, None)
-        _write_context(fields, span.get_span_context())
+        span = self._start(name, kind, attributes, parent)
+        _write_context(fields, span.context)
         return span
 
     def start_request(
@@ -112,18 +116,26 @@ class Tracer:
         return self.start_handling(headers, describe)
 
     def _start(
-        self, name: str, kind: SpanKind, attrs: dict[str, Any], parent: otel_context.Context | None
-    ) -> Span:
-        # start_span is synchronous: nothing else runs while ``force`` is set.
-        self._sampler.force = True
-        try:
-            return self._otel.start_span(name, context=parent, kind=kind, attributes=attrs)
-        finally:
-            self._sampler.force = False
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanContext | None
+    ) -> RecordedSpan:
+        if parent is None:
+            trace_id, state = random.getrandbits(128) or 1, None
+        else:
+            trace_id, state = parent.trace_id, parent.trace_state
+        context = SpanContext(
+            trace_id, random.getrandbits(64) or 1, is_remote=False, trace_flags=_SAMPLED,
+            trace_state=state,
+        )  # fmt: skip
+        return RecordedSpan(self.buffer, self.service, name, context, parent, kind, attributes)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Export every span finished so far (tests, and before a process exits)."""
+        return self.buffer.flush(timeout_s)
 
     def shutdown(self) -> None:
         """Export what is buffered and stop the exporters."""
         self.provider.shutdown()
+        self.buffer.shutdown()
 
 
 current: Tracer | None = None
