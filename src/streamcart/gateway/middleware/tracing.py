@@ -20,13 +20,19 @@ from streamcart.gateway.middleware.trace import set_trace_id
 from streamcart.telemetry import tracing
 
 _CONTEXT_HEADERS = {TRACEPARENT.encode(), TRACESTATE.encode()}
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _untraced(scope: Scope) -> bool:
+    path = str(scope["path"])
+    return path in _UNTRACED or path.startswith("/schema")
 
 
 class TracingMiddleware(ASGIMiddleware):
     """A server span per request, named by method and route template."""
 
     # Probes, metrics scrapes and the API document: frequent, and no one's request.
-    exclude_path_pattern = ("^/healthz$", "^/readyz$", "^/metrics$", "^/schema")
+    should_bypass_for_scope = staticmethod(_untraced)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         tracer = tracing.current
