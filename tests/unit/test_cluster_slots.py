@@ -18,7 +18,7 @@ from redis.asyncio.client import Pipeline, Redis
 from redis.crc import key_slot
 
 from streamcart import Context, ServiceOptions
-from streamcart.bus import claims, consumer, deadletter, delayed
+from streamcart.bus import claims, commit, consumer, deadletter, delayed
 from streamcart.bus import lease as lease_module
 from streamcart.bus.commit import relay_stale
 from streamcart.bus.lease import ConsumerLease
@@ -117,7 +117,14 @@ async def test_every_multi_key_operation_stays_in_one_slot(
         assert len(slots) == 1, f"{name} spans slots: {keys}"
 
 
-SCRIPTS = [delayed._schedule, delayed._move_due, consumer._trim, claims._renew, lease_module._lease]
+SCRIPTS = [
+    commit._commit,
+    delayed._schedule,
+    delayed._move_due,
+    consumer._trim,
+    claims._renew,
+    lease_module._lease,
+]
 
 
 async def _trim_now(redis: FakeAsyncRedis) -> None:

@@ -1,45 +1,97 @@
 """Committing a handler's effects exactly once.
 
-One ``MULTI`` block writes the handler's state changes, its emitted messages
-(into the service's outbox) and the message's ``done`` marker, all keys of the
-service's own hash slot. ``WATCH`` on the marker makes a second commit of the
-same message fail: a redelivered message, or a worker that was paused while
-another instance finished its message, applies nothing twice. The outbox is
-then relayed to the target streams; a relay interrupted by a crash is finished
-by :func:`relay_stale` (the relayed message keeps its id, so consumers drop a
+One atomic step writes the handler's state changes, its emitted messages
+(into the service's outbox) and the message's ``done`` marker, all keys of
+the service's own hash slot; a marker that exists already means the message
+was applied before, and nothing is written. Without watched keys that step is
+one script call (``commit.lua``); a handler that called ``ctx.watch`` gets a
+``WATCH``/``MULTI`` transaction instead, which also fails when a watched key
+changed. The outbox is then relayed to the target streams with the consumer's
+next acknowledgements; a relay interrupted by a crash is finished by
+:func:`relay_stale` (the relayed message keeps its id, so consumers drop a
 second copy through their own ``done`` markers).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from streamcart.bus.context import Context, Outgoing
 from streamcart.bus.keys import Keys
+from streamcart.bus.scripts import Script
 from streamcart.errors import WriteConflictError
 
 OUTBOX_STREAM = "outbox_stream"
 log = logging.getLogger("streamcart.commit")
+_commit = Script("commit.lua")
 
 
-async def commit(ctx: Context, *, done_ttl_s: int) -> bool:
-    """Commit ``ctx``'s effects; ``False`` when this message was applied before.
+class Relay:
+    """Committed messages waiting in ``outbox`` under ``ids``, to publish and then delete."""
+
+    __slots__ = ("ids", "messages", "outbox")
+
+    def __init__(self, outbox: str, messages: list[Outgoing], ids: list[str]) -> None:
+        self.outbox = outbox
+        self.messages = messages
+        self.ids = ids
+
+
+async def commit(ctx: Context, *, done_ttl_s: int) -> Relay | None:
+    """Commit ``ctx``'s effects; ``None`` when this message was applied before.
+
+    Returns what is left to relay (see :class:`Relay`).
 
     Raises:
         WriteConflictError: a key the handler watched changed; run it again.
     """
     outbox = ctx.keys.outbox(ctx.service.name)
+    if ctx.pipe is None:
+        ids = await _commit_script(ctx, outbox, done_ttl_s)
+    else:
+        ids = await _commit_watched(ctx, outbox, done_ttl_s)
+    if ids is None:
+        return None
+    return Relay(outbox, ctx.outgoing, ids)
+
+
+async def _commit_script(ctx: Context, outbox: str, done_ttl_s: int) -> list[str] | None:
+    writes = _raw_commands(ctx)
+    keys = [ctx.done_key, outbox, *dict.fromkeys(str(args[1]) for args in writes)]
+    argv: list[Any] = [done_ttl_s, len(writes)]
+    for args in writes:
+        argv += (len(args), *args)
+    for out in ctx.outgoing:
+        fields = {**out.fields, OUTBOX_STREAM: out.stream}
+        argv.append(len(fields))
+        for pair in fields.items():
+            argv += pair
+    result = await _commit(ctx.redis, keys, argv)
+    return None if result == 0 else list(result)
+
+
+def _raw_commands(ctx: Context) -> list[tuple[Any, ...]]:
+    """The handler's writes as Redis commands, built by redis-py as it would send them."""
+    ops = ctx.tx.ops if ctx.has_effects else []
+    if not ops:
+        return []
+    recorder = ctx.redis.pipeline(transaction=False)  # never executed: it only builds commands
+    for command, args, kwargs in ops:
+        getattr(recorder, command)(*args, **kwargs)
+    return [args for args, _ in recorder.command_stack]
+
+
+async def _commit_watched(ctx: Context, outbox: str, done_ttl_s: int) -> list[str] | None:
     ops = ctx.tx.ops
-    pipe = ctx.pipe or ctx.redis.pipeline(transaction=True)
+    pipe = ctx.pipe
+    assert pipe is not None
     try:
-        if ctx.pipe is None:
-            await pipe.watch(ctx.done_key)
         if await pipe.exists(ctx.done_key):
-            return False
+            return None
         pipe.multi()
         for command, args, kwargs in ops:
             getattr(pipe, command)(*args, **kwargs)
@@ -49,28 +101,12 @@ async def commit(ctx: Context, *, done_ttl_s: int) -> bool:
         results = await pipe.execute()
     except WatchError:
         if await ctx.redis.exists(ctx.done_key):
-            return False
+            return None
         raise WriteConflictError("a watched key changed while the handler ran") from None
     finally:
         ctx.pipe = None
         await pipe.reset()
-    outbox_ids = results[len(ops) : len(ops) + len(ctx.outgoing)]
-    await _relay(ctx.redis, outbox, ctx.outgoing, outbox_ids)
-    return True
-
-
-async def _relay(redis: Redis, outbox: str, outgoing: Sequence[Outgoing], ids: list[str]) -> None:
-    if not outgoing:
-        return
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for out in outgoing:
-                pipe.xadd(out.stream, out.fields)
-            pipe.xdel(outbox, *ids)
-            await pipe.execute()
-    except RedisError as exc:
-        # Committed already: the outbox keeps the messages until relay_stale runs.
-        log.warning("outbox relay deferred (%s); the sweeper will publish it", exc)
+    return [str(entry_id) for entry_id in results[len(ops) : len(ops) + len(ctx.outgoing)]]
 
 
 async def relay_stale(

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from streamcart.bus import claims, delayed
-from streamcart.bus.commit import relay_stale
+from streamcart.bus.commit import Relay, relay_stale
 from streamcart.bus.dispatch import DISCONNECTED, TRIMMED_REASON, Dispatcher, Item, Stats
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
@@ -84,6 +84,7 @@ class Consumer:
         self._inflight: dict[tuple[str, str], Item] = {}
         self._acks: dict[str, list[str]] = {}
         self._replies: list[Reply] = []
+        self._relays: list[Relay] = []
         self._ack_wanted = asyncio.Event()
         self._room = asyncio.Event()
         self._running = 0
@@ -312,12 +313,16 @@ class Consumer:
                     self._idle.set()
 
     # -- acknowledging ------------------------------------------------------
-    def ack(self, item: Item, reply: Reply | None = None) -> None:
-        """Acknowledge ``item`` with the next pipelined batch, after sending
-        ``reply`` (a crash in between redelivers the request, never loses it)."""
+    def ack(self, item: Item, reply: Reply | None = None, relay: Relay | None = None) -> None:
+        """Acknowledge ``item`` with the next pipelined batch, after publishing
+        the messages its handler committed (``relay``) and sending ``reply``.
+        A crash in between redelivers the entry, and its committed messages
+        wait in the outbox for :func:`relay_stale`: nothing is lost."""
         self._acks.setdefault(item.stream, []).append(item.entry_id)
         if reply is not None:
             self._replies.append(reply)
+        if relay is not None and relay.messages:
+            self._relays.append(relay)
         self._ack_wanted.set()
 
     def _forget(self, item: Item) -> None:
@@ -346,35 +351,71 @@ class Consumer:
             return
         acks, self._acks = self._acks, {}
         replies, self._replies = self._replies, []
+        relays, self._relays = self._relays, []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                for relay in relays:
+                    for out in relay.messages:
+                        pipe.xadd(out.stream, out.fields)
                 for reply in replies:
                     queue_reply(pipe, reply)
                 for stream, ids in acks.items():
                     pipe.xack(stream, self.group, *ids)
                 results = await pipe.execute(raise_on_error=False)
-            self._check_flush(replies, results)
+            relayed = self._check_flush(relays, replies, results)
         except BaseException:
             for stream, ids in acks.items():  # keep them for the next flush
                 self._acks.setdefault(stream, []).extend(ids)
             self._replies[:0] = replies
+            self._relays[:0] = relays
             raise
         for stream, ids in acks.items():
             self.stats.acked += len(ids)
             for entry_id in ids:
                 self._inflight.pop((stream, entry_id), None)
         self._room.set()
+        await self._clear_outbox(relayed)
 
-    def _check_flush(self, replies: list[Reply], results: list[Any]) -> None:
-        """A reply that cannot be written (a ``reply_to`` naming some other kind
-        of key, say) is the caller's problem: its caller times out. A failed
-        acknowledgement is ours, and raised."""
-        for reply, result in zip(replies, results, strict=False):
+    def _check_flush(
+        self, relays: list[Relay], replies: list[Reply], results: list[Any]
+    ) -> list[Relay]:
+        """The relays whose every message went out. A message that cannot be
+        written stays in the outbox (``relay_stale`` tries again); a reply that
+        cannot be written (a ``reply_to`` naming some other kind of key, say) is
+        its caller's problem; a failed acknowledgement is ours, and raised."""
+        position = 0
+        relayed = []
+        for relay in relays:
+            outcomes = results[position : position + len(relay.messages)]
+            position += len(relay.messages)
+            failed = [r for r in outcomes if isinstance(r, Exception)]
+            if failed:
+                self.log.error("could not publish to %s: %s", relay.messages[0].stream, failed[0])
+            else:
+                relayed.append(relay)
+        for reply, result in zip(replies, results[position:], strict=False):
             if isinstance(result, Exception):
                 self.log.warning("reply to %s failed: %s", reply.stream, result)
-        for result in results[len(replies) :]:
+        for result in results[position + len(replies) :]:
             if isinstance(result, Exception):
                 raise result
+        return relayed
+
+    async def _clear_outbox(self, relayed: list[Relay]) -> None:
+        """Delete what was published from the outboxes; if this fails, the
+        sweeper publishes it again and consumers drop the copies by id."""
+        if not relayed:
+            return
+        by_outbox: dict[str, list[str]] = {}
+        for relay in relayed:
+            by_outbox.setdefault(relay.outbox, []).extend(relay.ids)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for outbox, ids in by_outbox.items():
+                    pipe.xdel(outbox, *ids)
+                await pipe.execute()
+        except RedisError as exc:
+            self.log.warning("outbox cleanup deferred (%s); the sweeper will finish it", exc)
 
     # -- side loops ---------------------------------------------------------
     def _renew_interval(self) -> float:

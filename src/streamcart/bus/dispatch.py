@@ -29,7 +29,7 @@ from tenacity import (
 )
 
 from streamcart.bus import delayed
-from streamcart.bus.commit import commit
+from streamcart.bus.commit import Relay, commit
 from streamcart.bus.context import Context
 from streamcart.bus.deadletter import TRIMMED, dead_letter_fields, describe
 from streamcart.bus.envelope import (
@@ -95,7 +95,7 @@ class Host(Protocol):
     settings: Any
     rpc: RpcClient
 
-    def ack(self, item: Item, reply: Reply | None = None) -> None: ...
+    def ack(self, item: Item, reply: Reply | None = None, relay: Relay | None = None) -> None: ...
 
 
 class Dispatcher:
@@ -223,7 +223,7 @@ class Dispatcher:
     async def _handle(self, item: Item, envelope: Envelope, handler: Handler, payload: Any) -> None:
         started = time.perf_counter()
         try:
-            result = await self._invoke(envelope, handler, payload)
+            result, relay = await self._invoke(envelope, handler, payload)
         except PermanentError as exc:
             await self._failed_for_good(item, envelope, exc, envelope.attempt)
             return
@@ -232,11 +232,13 @@ class Dispatcher:
         except Exception as first:
             await self._retry(item, envelope, handler, payload, first)
             return
-        await self._succeeded(item, envelope, started, result)
+        await self._succeeded(item, envelope, started, result, relay)
 
-    async def _succeeded(self, item: Item, envelope: Envelope, started: float, result: Any) -> None:
+    async def _succeeded(
+        self, item: Item, envelope: Envelope, started: float, result: Any, relay: Relay | None
+    ) -> None:
         self._handled(envelope, started)
-        self.host.ack(item, reply_ok(envelope, result))
+        self.host.ack(item, reply_ok(envelope, result), relay)
 
     async def _failed_for_good(
         self, item: Item, envelope: Envelope, exc: Exception, attempts: int
@@ -262,16 +264,20 @@ class Dispatcher:
             except Exception:
                 self.log.exception("observer %r failed on %s", observer, event)
 
-    async def _invoke(self, envelope: Envelope, handler: Handler, payload: Any) -> Any:
+    async def _invoke(
+        self, envelope: Envelope, handler: Handler, payload: Any
+    ) -> tuple[Any, Relay | None]:
+        """The handler's result, and its committed messages still to relay."""
         ctx = Context(
             self.service, envelope, self.redis, self.keys, self.log,
             config=self.host.settings, rpc=self.host.rpc,
         )  # fmt: skip
         try:
             result = await handler.func(payload, ctx)
+            relay = None
             if ctx.has_effects or ctx.pipe is not None:
-                await commit(ctx, done_ttl_s=self.host.options.done_ttl_s)
-            return result
+                relay = await commit(ctx, done_ttl_s=self.host.options.done_ttl_s)
+            return result, relay
         finally:
             if ctx.pipe is not None:
                 await ctx.pipe.reset()
@@ -302,7 +308,7 @@ class Dispatcher:
                         attempt += 1
                         started = time.perf_counter()
                         try:
-                            result = await self._invoke(envelope, handler, payload)
+                            result, relay = await self._invoke(envelope, handler, payload)
                         except Exception as exc:
                             self.stats.failed += 1
                             self._notify("failed", envelope.type)
@@ -316,7 +322,7 @@ class Dispatcher:
             except Exception as exc:
                 error = exc
             else:
-                await self._succeeded(item, envelope, started, result)
+                await self._succeeded(item, envelope, started, result, relay)
                 return
         if envelope.reply_to:
             # Its caller is waiting now: answer instead of retrying after a backoff.
