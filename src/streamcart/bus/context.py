@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from streamcart.bus import delayed
 from streamcart.bus.envelope import Envelope, Fields, build_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
@@ -146,6 +147,20 @@ class Context:
     def send(self, service: str, message_type: str, data: Any, *, key: str | None = None) -> None:
         """Send a command to one service's inbox, once the handler commits."""
         self._emit(message_type, data, key, to=service)
+
+    async def send_later(
+        self, service: str, message_type: str, data: Any, *, delay_ms: int, message_id: str
+    ) -> None:
+        """Send a command to ``service`` after ``delay_ms`` (by the Redis clock).
+
+        Scheduled at once, not at commit. Give a ``message_id`` derived from
+        your state (``f"{shipment_id}:dispatch"``): a handler that runs again
+        then schedules the same message, which its consumer applies once.
+        """
+        stream = self.keys.destination(message_type, service)
+        fields = build_fields(message_type, data, message_id=message_id)
+        tracing.sending(fields, message_type, stream)
+        await delayed.schedule(self.redis, self.keys, stream, fields, delay_ms)
 
     def _emit(self, message_type: str, data: Any, key: str | None, *, to: str | None) -> None:
         stream = self.keys.destination(message_type, to)

@@ -46,7 +46,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # -- catalog ------------------------------------------------------------------
-class Product(Event, kw_only=True):
+class Product(Event, frozen=True, kw_only=True):
     """A product as the catalog publishes it; ``sku`` is its id."""
 
     sku: str
@@ -58,13 +58,13 @@ class Product(Event, kw_only=True):
     weight_g: int = 0
 
 
-class ProductViewed(Event, kw_only=True):
+class ProductViewed(Event, frozen=True, kw_only=True):
     sku: str
     user_id: str | None = None
 
 
 # -- orders -------------------------------------------------------------------
-class Line(Event, kw_only=True):
+class Line(Event, frozen=True, kw_only=True):
     """One line of an order: ``qty`` of ``sku`` at ``unit_price`` (minor units)."""
 
     sku: str
@@ -72,7 +72,7 @@ class Line(Event, kw_only=True):
     unit_price: int = 0
 
 
-class Address(Event, kw_only=True):
+class Address(Event, frozen=True, kw_only=True):
     name: str
     line1: str
     city: str
@@ -80,13 +80,13 @@ class Address(Event, kw_only=True):
     postcode: str
 
 
-class CartCheckedOut(Event, kw_only=True):
+class CartCheckedOut(Event, frozen=True, kw_only=True):
     user_id: str
     order_id: str
     items: list[Line]
 
 
-class OrderPlaced(Event, kw_only=True):
+class OrderPlaced(Event, frozen=True, kw_only=True):
     order_id: str
     user_id: str
     items: list[Line]
@@ -97,7 +97,7 @@ class OrderPlaced(Event, kw_only=True):
     address: Address
 
 
-class OrderConfirmed(Event, kw_only=True):
+class OrderConfirmed(Event, frozen=True, kw_only=True):
     order_id: str
     user_id: str
     items: list[Line]
@@ -106,59 +106,66 @@ class OrderConfirmed(Event, kw_only=True):
     address: Address
 
 
-class OrderRejected(Event, kw_only=True):
+class OrderRejected(Event, frozen=True, kw_only=True):
     order_id: str
     user_id: str
     reason: str
 
 
-class OrderCancelled(Event, kw_only=True):
+class OrderCancelled(Event, frozen=True, kw_only=True):
     order_id: str
     user_id: str
     reason: str
     items: list[Line]
 
 
-class OrderCompleted(Event, kw_only=True):
+class OrderCompleted(Event, frozen=True, kw_only=True):
     order_id: str
     user_id: str
     items: list[Line]
 
 
 # -- inventory ----------------------------------------------------------------
-class InventoryReserved(Event, kw_only=True):
+class InventoryReserved(Event, frozen=True, kw_only=True):
+    """Every line is held for the order; it carries what payments needs to charge it."""
+
     order_id: str
+    user_id: str
     items: list[Line]
+    total: int
+    currency: str
+    payment_method: str
+    payment_token: str = ""
 
 
-class Shortage(Event, kw_only=True):
+class Shortage(Event, frozen=True, kw_only=True):
     sku: str
     requested: int
     available: int
 
 
-class InventoryRejected(Event, kw_only=True):
+class InventoryRejected(Event, frozen=True, kw_only=True):
     order_id: str
     reason: str
     shortages: list[Shortage] = msgspec.field(default_factory=list)
 
 
-class InventoryReleased(Event, kw_only=True):
+class InventoryReleased(Event, frozen=True, kw_only=True):
     order_id: str
 
 
-class InventoryCommitted(Event, kw_only=True):
+class InventoryCommitted(Event, frozen=True, kw_only=True):
     order_id: str
 
 
-class LowStock(Event, kw_only=True):
+class LowStock(Event, frozen=True, kw_only=True):
     sku: str
     available: int
     threshold: int
 
 
 # -- payments -----------------------------------------------------------------
-class PaymentCaptured(Event, kw_only=True):
+class PaymentCaptured(Event, frozen=True, kw_only=True):
     order_id: str
     payment_id: str
     amount: int
@@ -166,13 +173,13 @@ class PaymentCaptured(Event, kw_only=True):
     method: str
 
 
-class PaymentFailed(Event, kw_only=True):
+class PaymentFailed(Event, frozen=True, kw_only=True):
     order_id: str
     reason: str
     code: str  # declined, timeout, error, ...
 
 
-class PaymentRefunded(Event, kw_only=True):
+class PaymentRefunded(Event, frozen=True, kw_only=True):
     order_id: str
     payment_id: str
     amount: int
@@ -180,7 +187,7 @@ class PaymentRefunded(Event, kw_only=True):
 
 
 # -- logistics ----------------------------------------------------------------
-class ShipmentCreated(Event, kw_only=True):
+class ShipmentCreated(Event, frozen=True, kw_only=True):
     order_id: str
     shipment_id: str
     courier: str
@@ -188,7 +195,7 @@ class ShipmentCreated(Event, kw_only=True):
     currency: str
 
 
-class ShipmentProgress(Event, kw_only=True):
+class ShipmentProgress(Event, frozen=True, kw_only=True):
     """``shipment.dispatched`` and ``shipment.delivered``."""
 
     order_id: str
@@ -196,7 +203,7 @@ class ShipmentProgress(Event, kw_only=True):
 
 
 # -- reviews, moderation, surveys ---------------------------------------------
-class Review(Event, kw_only=True):
+class Review(Event, frozen=True, kw_only=True):
     """``review.submitted`` and ``review.published``."""
 
     review_id: str
@@ -206,14 +213,14 @@ class Review(Event, kw_only=True):
     text: str
 
 
-class ReviewRejected(Event, kw_only=True):
+class ReviewRejected(Event, frozen=True, kw_only=True):
     review_id: str
     sku: str
     user_id: str
     reasons: list[str]
 
 
-class ModerationDecided(Event, kw_only=True):
+class ModerationDecided(Event, frozen=True, kw_only=True):
     """The classifier's verdict on a review or a product description."""
 
     subject: str  # "review" | "product"
@@ -222,7 +229,7 @@ class ModerationDecided(Event, kw_only=True):
     reasons: list[str] = msgspec.field(default_factory=list)
 
 
-class SurveySent(Event, kw_only=True):
+class SurveySent(Event, frozen=True, kw_only=True):
     survey_id: str
     order_id: str
     user_id: str
@@ -232,14 +239,14 @@ class SurveySent(Event, kw_only=True):
 ORDERS_PLACE = "orders.place"
 
 
-class ItemRequest(Event, kw_only=True):
+class ItemRequest(Event, frozen=True, kw_only=True):
     """A line as a buyer asks for it: the price comes from the catalog."""
 
     sku: str
     qty: int
 
 
-class PlaceOrder(Event, kw_only=True):
+class PlaceOrder(Event, frozen=True, kw_only=True):
     """``orders.place`` (a request): the reply is :class:`OrderAccepted`.
 
     ``idempotency_key`` makes a retried placement return the first order; the
@@ -253,6 +260,6 @@ class PlaceOrder(Event, kw_only=True):
     idempotency_key: str = ""
 
 
-class OrderAccepted(Event, kw_only=True):
+class OrderAccepted(Event, frozen=True, kw_only=True):
     order_id: str
     status: str

@@ -1,0 +1,1 @@
+"""The inventory service: stock on hand and all-or-nothing reservations."""

@@ -1,0 +1,1 @@
+"""The logistics service: shipments, couriers, pickup points and fees."""

@@ -1,0 +1,1 @@
+"""The orders service: placement, the status machine of the saga, cancel and lists."""
