@@ -13,6 +13,10 @@ from streamcart.errors import ConfigurationError
 BUILTIN: dict[str, str] = {
     "counter": "streamcart.examples.counter:build",
     "users": "streamcart.workers.users.service:build",
+    "orders": "streamcart.workers.orders.service:build",
+    "inventory": "streamcart.workers.inventory.service:build",
+    "payments": "streamcart.workers.payments.service:build",
+    "logistics": "streamcart.workers.logistics.service:build",
 }
 
 

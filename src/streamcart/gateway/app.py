@@ -31,7 +31,7 @@ from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
 from streamcart.gateway.middleware.tracing import TracingMiddleware
 from streamcart.gateway.openapi import openapi_config
-from streamcart.gateway.routes import admin, health, users
+from streamcart.gateway.routes import admin, health, inventory, orders, users
 from streamcart.gateway.services import Services
 from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience import breaker_board
@@ -84,7 +84,13 @@ def create_app(
             await services.aclose()
 
     return Litestar(
-        route_handlers=[*users.routes(), *admin.routes(), *health.routes()],
+        route_handlers=[
+            *users.routes(),
+            *orders.routes(),
+            *inventory.routes(),
+            *admin.routes(),
+            *health.routes(),
+        ],
         middleware=[
             TracingMiddleware(),
             MetricsMiddleware(metrics),

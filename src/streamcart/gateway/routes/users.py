@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from litestar.types import ControllerRouterHandler
 
 from streamcart.gateway.access import signed_in, visible_to
+from streamcart.gateway.bodies import StrictJsonBody
 from streamcart.gateway.dependencies import claims_of, services_of
 from streamcart.gateway.openapi import SERVICE_ERRORS, error_responses
 from streamcart.workers.users.accounts import (
@@ -24,18 +24,6 @@ from streamcart.workers.users.accounts import (
     WHITESPACE,
 )
 from streamcart.workers.users.service import LoggedIn, Login, Registered, User, no_such_user
-
-T = TypeVar("T")
-
-
-# The body marker litestar 3 requires; spelled with Body() so older 2.x releases take it too.
-JsonBody = Annotated[T, Body(media_type=RequestEncodingType.JSON)]
-# The same for a Struct with ``forbid_unknown_fields``: the document says so too, as
-# litestar's schema for a Struct leaves ``additionalProperties`` out.
-StrictJsonBody = Annotated[
-    T,
-    Body(media_type=RequestEncodingType.JSON, schema_extra={"additional_properties": False}),
-]
 
 # The users service's rules for a signup (accounts.check_signup), so that a body
 # the document calls valid is one the service accepts; one breaking them is a 400 here.
