@@ -22,6 +22,7 @@ from streamcart.bus.rpc import RpcClient
 from streamcart.bus.service import Service
 from streamcart.errors import ConflictError, InvalidError
 from streamcart.workers import events
+from streamcart.workers.invariants import check_invariants
 from streamcart.workers.inventory import service as inventory
 from streamcart.workers.inventory import stock
 from streamcart.workers.logistics import service as logistics
@@ -104,6 +105,20 @@ async def order_in(rpc: RpcClient, order_id: str, *statuses: str) -> dict[str, A
     return found
 
 
+async def all_invariants_hold(redis: FakeAsyncRedis) -> None:
+    """Once the shop is quiet (give it a moment), every invariant holds."""
+    problems: list[str] = []
+
+    async def quiet() -> bool:
+        problems[:] = await check_invariants(redis, KEYS)
+        return not problems
+
+    try:
+        await eventually(quiet, within=10)
+    except AssertionError:
+        raise AssertionError("\n".join(problems)) from None
+
+
 async def level(redis: FakeAsyncRedis, sku: str) -> stock.Level:
     [found] = await stock.levels(redis, KEYS, [sku])
     return found
@@ -128,6 +143,7 @@ async def test_delivered_with_payment_shipment_and_stock_committed(
         await add_stock(rpc, "cup", 5)
         order_id = await place(rpc, [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}])
         order = await order_in(rpc, order_id, "DELIVERED")
+        await all_invariants_hold(fake_redis)
     assert order["total"] == 2 * 1_250 + 3_000
     assert [step["status"] for step in order["timeline"]] == [
         "PENDING", "RESERVED", "CONFIRMED", "SHIPPED", "DELIVERED",
@@ -146,6 +162,7 @@ async def test_out_of_stock_is_rejected_with_stock_intact(fake_redis: FakeAsyncR
         await add_stock(rpc, "tea", 3)
         order_id = await place(rpc, [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}])
         order = await order_in(rpc, order_id, "REJECTED")
+        await all_invariants_hold(fake_redis)
     assert "cup (wanted 1, 0 available)" in order["reason"]
     tea = await level(fake_redis, "tea")
     assert (tea.available, tea.reserved) == (3, 0)
@@ -164,6 +181,7 @@ async def test_a_declined_payment_fails_the_order_and_releases_the_stock(
             return (await level(fake_redis, "tea")).available == 5
 
         await eventually(released)
+        await all_invariants_hold(fake_redis)
     assert order["payment"]["status"] == "FAILED"
     assert (await level(fake_redis, "tea")).reserved == 0
     assert await SandboxProvider(fake_redis, KEYS).ledger() == []
@@ -182,7 +200,7 @@ async def test_a_provider_that_times_out_is_retried_then_the_payment_fails(
 
 
 async def test_cancel_after_capture_refunds_and_releases(fake_redis: FakeAsyncRedis) -> None:
-    slow = LogisticsSettings(dispatch_after_ms=60_000)
+    slow = LogisticsSettings(dispatch_after_ms=1_000)
     async with shop(fake_redis, logistics=slow) as rpc:
         await add_stock(rpc, "tea", 4)
         order_id = await place(rpc, [{"sku": "tea", "qty": 4}])
@@ -203,6 +221,7 @@ async def test_cancel_after_capture_refunds_and_releases(fake_redis: FakeAsyncRe
         shipment = await rpc.call("logistics.get_shipment", {"order_id": order_id})
         with pytest.raises(ConflictError, match="CANCELLED"):
             await rpc.call("orders.cancel", {"order_id": order_id})
+        await all_invariants_hold(fake_redis)  # the dispatch, when due, leaves it alone
     assert shipment["status"] == "CANCELLED"
     kinds = [entry["kind"] for entry in await SandboxProvider(fake_redis, KEYS).ledger()]
     assert kinds == ["capture", "refund"]
@@ -220,6 +239,7 @@ async def test_parallel_placements_with_one_key_make_one_order(fake_redis: FakeA
         with pytest.raises(ConflictError, match="Idempotency-Key"):
             await place(rpc, [{"sku": "tea", "qty": 2}], idempotency_key="checkout-1")
         listed = await rpc.call("orders.list", {"user_id": "u1"})
+        await all_invariants_hold(fake_redis)
     assert listed["total"] == 1
     assert [e["kind"] for e in await SandboxProvider(fake_redis, KEYS).ledger()] == ["capture"]
     assert (await level(fake_redis, "tea")).shipped == 1
@@ -232,6 +252,7 @@ async def test_no_oversell_when_orders_race_for_the_last_units(fake_redis: FakeA
         finals = [
             (await order_in(rpc, order_id, "DELIVERED", "REJECTED"))["status"] for order_id in ids
         ]
+        await all_invariants_hold(fake_redis)
     assert finals.count("DELIVERED") == 10 and finals.count("REJECTED") == 30
     cup = await level(fake_redis, "cup")
     assert (cup.available, cup.reserved, cup.shipped) == (0, 0, 10)
@@ -256,3 +277,23 @@ async def test_a_bad_order_is_refused_with_the_reason(
                    "address": ADDRESS, **change}  # fmt: skip
         with pytest.raises(InvalidError, match=message):
             await rpc.call(events.ORDERS_PLACE, request)
+
+
+async def test_the_invariant_check_names_what_is_broken(fake_redis: FakeAsyncRedis) -> None:
+    async with shop(fake_redis) as rpc:
+        await add_stock(rpc, "tea", 5)
+        order_id = await place(rpc, [{"sku": "tea", "qty": 1}])
+        await order_in(rpc, order_id, "DELIVERED")
+        await all_invariants_hold(fake_redis)
+    provider = SandboxProvider(fake_redis, KEYS)
+    await fake_redis.xadd(provider.ledger_key, {"kind": "capture", "key": order_id,
+                                                 "amount": "1250", "currency": "CNY"})  # fmt: skip
+    await fake_redis.xadd(provider.ledger_key, {"kind": "refund", "key": "refund:ghost",
+                                                 "amount": "10", "currency": "CNY"})  # fmt: skip
+    await fake_redis.hincrby(stock.stock_key(KEYS, "tea"), "available", 1)
+    await fake_redis.xadd(KEYS.dlq("orders"), {"type": "order.placed", "dlq_error": "boom"})
+    problems = "\n".join(await check_invariants(fake_redis, KEYS))
+    assert f"order {order_id} was charged 2 times" in problems
+    assert "order ghost was refunded without a capture" in problems
+    assert "sku tea: available + reserved + shipped != added" in problems
+    assert "dlq:orders: 1 dead letters" in problems
