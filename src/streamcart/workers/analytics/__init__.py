@@ -1,0 +1,1 @@
+"""The analytics service: counters, GMV, funnels and top products from every topic."""

@@ -1,0 +1,1 @@
+"""The recommendations service: co-purchase and view graphs, user profiles."""
