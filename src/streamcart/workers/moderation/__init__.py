@@ -1,0 +1,1 @@
+"""The moderation service: a text classifier for abuse, spam and links, and its decisions."""

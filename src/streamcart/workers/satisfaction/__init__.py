@@ -1,0 +1,1 @@
+"""The satisfaction service: reviews and ratings, post-delivery surveys with NPS, feedback."""
