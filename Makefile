@@ -18,7 +18,7 @@ test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: venv
-	$(BIN)/streamcart up
+	$(BIN)/streamcart up --demo
 
 lint: venv
 	$(BIN)/ruff check

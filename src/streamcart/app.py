@@ -91,3 +91,20 @@ async def _monitor(redis_url: str, namespace: str) -> None:
         await run_monitor(redis, Keys(namespace), stop)
     finally:
         await redis.aclose()
+
+
+def demo_main(redis_url: str, namespace: str, port: int) -> None:
+    """Fill the demo shop once its services run, then print the walkthrough."""
+    from streamcart.demo import seed, walkthrough
+
+    configure_logging(logging.INFO)
+
+    async def main() -> None:
+        redis = connect(redis_url)
+        try:
+            await seed(redis, Keys(namespace))
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
+    print(walkthrough(f"http://127.0.0.1:{port}", redis_url), flush=True)

@@ -21,10 +21,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from streamcart.app import configure_logging, monitor_main, worker_main
+from streamcart.app import configure_logging, demo_main, monitor_main, worker_main
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
-from streamcart.bus.loader import BUILTIN, load_service
+from streamcart.bus.loader import SHOP, load_service
 from streamcart.bus.pool import Pool
 from streamcart.bus.publisher import Publisher
 from streamcart.bus.rpc import RpcClient
@@ -185,9 +185,14 @@ def worker(
 @_metrics_port
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
               help="Port of the HTTP gateway (on 127.0.0.1).")  # fmt: skip
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Also fill the shop (products, stock, a shopper, an admin); print a tour.",
+)
 @pass_state
-def up(state: State, processes: int, metrics_port: int | None, port: int) -> None:
-    """Start the whole system: Redis (embedded unless a URL is set), every service,
+def up(state: State, processes: int, metrics_port: int | None, port: int, demo: bool) -> None:
+    """Start the whole shop: Redis (embedded unless a URL is set), every service,
     the health monitor and the HTTP gateway."""
     _check_tracing_env()
     from streamcart.gateway import gateway_main
@@ -195,7 +200,7 @@ def up(state: State, processes: int, metrics_port: int | None, port: int) -> Non
     url = state.redis_url()
     namespace = state.settings.namespace
     console.print(
-        f"[bold]streamcart[/] up on {url}; services: {', '.join(BUILTIN)}; "
+        f"[bold]streamcart[/] up on {url}; services: {', '.join(SHOP)}; "
         f"gateway http://127.0.0.1:{port} (API docs at /schema). Ctrl-C stops."
     )
     spawn = multiprocessing.get_context("spawn")
@@ -205,12 +210,14 @@ def up(state: State, processes: int, metrics_port: int | None, port: int) -> Non
             target=gateway_main, args=(url, namespace, "127.0.0.1", port, _level()), name="gateway"
         ),
     ]
+    if demo:
+        helpers.append(spawn.Process(target=demo_main, args=(url, namespace, port), name="demo"))
     for helper in helpers:
         helper.start()
     try:
         with pool_metrics(metrics_port) as on_child_exit:
             Pool(
-                dict.fromkeys(BUILTIN, processes),
+                dict.fromkeys(SHOP, processes),
                 url,
                 namespace=state.settings.namespace,
                 entry=worker_main,
@@ -221,9 +228,28 @@ def up(state: State, processes: int, metrics_port: int | None, port: int) -> Non
         raise click.ClickException(str(exc)) from exc
     finally:
         for helper in helpers:
-            helper.terminate()
+            if helper.is_alive():
+                helper.terminate()
         for helper in helpers:
             helper.join(10)
+
+
+@main.command("demo")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True,
+              help="The gateway of a shop started with `streamcart up --demo`.")  # fmt: skip
+def demo_command(url: str) -> None:
+    """Place orders through the gateway (one delivered, one declined, one cancelled)
+    and print each one's timeline and trace id."""
+    import httpx
+
+    from streamcart.demo import tour
+
+    try:
+        asyncio.run(tour(url, log=console.print))
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"{exc}; is the shop running? Start it with `make run` (streamcart up --demo)"
+        ) from exc
 
 
 @main.command()

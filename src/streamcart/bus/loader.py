@@ -9,14 +9,24 @@ import sys
 from streamcart.bus.service import Service
 from streamcart.errors import ConfigurationError
 
+# The shop's services (DESIGN section 4), each in streamcart.workers.<name>.service.
+SHOP = (
+    "users",
+    "catalog",
+    "cart",
+    "orders",
+    "inventory",
+    "payments",
+    "logistics",
+    "recommendations",
+    "analytics",
+    "moderation",
+    "satisfaction",
+)
 # Built-in services: name -> "module:factory".
 BUILTIN: dict[str, str] = {
     "counter": "streamcart.examples.counter:build",
-    "users": "streamcart.workers.users.service:build",
-    "orders": "streamcart.workers.orders.service:build",
-    "inventory": "streamcart.workers.inventory.service:build",
-    "payments": "streamcart.workers.payments.service:build",
-    "logistics": "streamcart.workers.logistics.service:build",
+    **{name: f"streamcart.workers.{name}.service:build" for name in SHOP},
 }
 
 
