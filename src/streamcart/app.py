@@ -32,6 +32,7 @@ def configure_logging(level: int) -> None:
         if not any(isinstance(f, TraceLogFilter) for f in handler.filters):
             handler.addFilter(TraceLogFilter())
     logging.getLogger("redis").setLevel(max(level, logging.INFO))
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))  # a line per request
 
 
 def companions() -> list[Companion]:

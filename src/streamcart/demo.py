@@ -133,6 +133,8 @@ async def tour(base_url: str, *, log: Callable[[str], None] = print) -> list[dic
                 cancelled = await client.post(f"/api/orders/{order_id}/cancel", headers=auth)
                 cancelled.raise_for_status()
             order = await _until(client, auth, order_id, {goal, "REJECTED", "PAYMENT_FAILED"})
+            if order["status"] == "CANCELLED" and order.get("payment"):
+                order = await _until(client, auth, order_id, {"CANCELLED"}, refunded=True)
             order["trace_id"] = placed.headers.get("x-trace-id", "")
             log(_describe(title, order))
             shown.append(order)
@@ -140,14 +142,23 @@ async def tour(base_url: str, *, log: Callable[[str], None] = print) -> list[dic
 
 
 async def _until(
-    client: httpx.AsyncClient, auth: dict[str, str], order_id: str, statuses: set[str]
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    order_id: str,
+    statuses: set[str],
+    *,
+    refunded: bool = False,
 ) -> dict[str, Any]:
+    """The order once it is in one of ``statuses`` (and its payment refunded)."""
     deadline = time.monotonic() + READY_S
     while True:
         response = await client.get(f"/api/orders/{order_id}", headers=auth)
         response.raise_for_status()
         order: dict[str, Any] = response.json()
-        if order["status"] in statuses or time.monotonic() > deadline:
+        settled = order["status"] in statuses and (
+            not refunded or (order.get("payment") or {}).get("refunded")
+        )
+        if settled or time.monotonic() > deadline:
             return order
         await asyncio.sleep(0.25)
 
