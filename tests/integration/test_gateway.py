@@ -242,7 +242,7 @@ PUBLIC_API = {
     ("POST", "/api/users/register"),
     ("POST", "/api/users/login"),
     ("GET", "/api/products"),
-    ("GET", "/api/products/{id}"),
+    ("GET", "/api/products/{sku}"),
 }
 ROOMY = RateLimit(rate=1000, burst=1000)  # this test's hundreds of requests are not the point
 

@@ -1,7 +1,7 @@
 """The gateway against its own OpenAPI document, with schemathesis.
 
-A real ``streamcart gateway`` process and a real ``streamcart worker users``
-process serve one namespace of the test server; the document is read from
+A real ``streamcart gateway`` process and a ``streamcart worker`` process for
+every shop service serve one namespace of the test server; the document is read from
 ``/schema/openapi.json`` and every operation in it is fuzzed with positive and
 negative data, with every built-in check: the document must describe the
 gateway's wire contract (DESIGN section 5) exactly, error bodies and statuses
@@ -30,6 +30,7 @@ from schemathesis.checks import (
 from schemathesis.errors import FailureGroup
 from schemathesis.schemas import APIOperation, BaseSchema
 
+from streamcart.bus.loader import SHOP
 from tests.integration.support import Worker, cli, free_port, poll_until
 
 MAX_EXAMPLES = 30
@@ -60,9 +61,9 @@ def live_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     port = free_port()
     live = LiveGateway(f"http://127.0.0.1:{port}", [])
     try:
-        live.processes.append(
-            Worker(cli(redis_url, namespace, "worker", "users", "-c", "8"), logs / "users.log")
-        )
+        for service in SHOP:  # every route has its service: a 5xx is the gateway's fault
+            argv = cli(redis_url, namespace, "worker", service, "-c", "8")
+            live.processes.append(Worker(argv, logs / f"{service}.log"))
         live.processes.append(
             Worker(cli(redis_url, namespace, "gateway", "--port", str(port)), logs / "gateway.log")
         )
@@ -141,7 +142,7 @@ def test_every_operation_passes_every_check(
             try:
                 _fuzz(operation, mode)
             except FailureGroup:
-                print(live_gateway.tails())
+                print(f"{operation.label} with {mode} data failed\n{live_gateway.tails()}")
                 raise
 
 

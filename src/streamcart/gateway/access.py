@@ -16,7 +16,7 @@ from litestar.handlers import BaseRouteHandler
 from streamcart.gateway.auth import Authenticator, require_role
 from streamcart.gateway.dependencies import AUTHENTICATOR, CLAIMS
 from streamcart.gateway.openapi import BEARER
-from streamcart.workers.users.tokens import Claims
+from streamcart.workers.users.tokens import Claims, InvalidTokenError
 
 ROLE = "role"
 ADMIN = "admin"
@@ -49,3 +49,15 @@ async def _check_token(
     if role is not None:
         require_role(claims, role)
     connection.state[CLAIMS] = claims
+
+
+async def optional_claims(connection: ASGIConnection[Any, Any, Any, Any]) -> Claims | None:
+    """The caller's claims on a public route: ``None`` without a valid token,
+    never an error (a stale token still gets the public answer)."""
+    if "authorization" not in connection.headers:
+        return None
+    authenticator: Authenticator = connection.app.state[AUTHENTICATOR]
+    try:
+        return await authenticator.claims(connection.headers)
+    except InvalidTokenError:
+        return None

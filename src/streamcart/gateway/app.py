@@ -31,7 +31,16 @@ from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
 from streamcart.gateway.middleware.tracing import TracingMiddleware
 from streamcart.gateway.openapi import openapi_config
-from streamcart.gateway.routes import admin, health, inventory, orders, users
+from streamcart.gateway.routes import (
+    admin,
+    cart,
+    health,
+    inventory,
+    orders,
+    products,
+    reviews,
+    users,
+)
 from streamcart.gateway.services import Services
 from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience import breaker_board
@@ -86,7 +95,10 @@ def create_app(
     return Litestar(
         route_handlers=[
             *users.routes(),
+            *products.routes(),
+            *cart.routes(),
             *orders.routes(),
+            *reviews.routes(),
             *inventory.routes(),
             *admin.routes(),
             *health.routes(),

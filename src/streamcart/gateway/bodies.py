@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, TypeVar
 
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, PathParameter
+
+from streamcart.workers.inventory.stock import SKU_PATTERN
 
 T = TypeVar("T")
 
@@ -17,3 +19,6 @@ StrictJsonBody = Annotated[
     T,
     Body(media_type=RequestEncodingType.JSON, schema_extra={"additional_properties": False}),
 ]
+
+# A product id in a path: anything else is a 400 before any service is asked.
+SkuInPath = Annotated[str, PathParameter(pattern=SKU_PATTERN, description="A product id")]

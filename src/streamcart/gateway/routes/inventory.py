@@ -7,12 +7,11 @@ from typing import Annotated
 import msgspec
 from litestar import post
 from litestar.datastructures import State
-from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 from litestar.types import ControllerRouterHandler
 
 from streamcart.gateway.access import ADMIN, signed_in
-from streamcart.gateway.bodies import StrictJsonBody
+from streamcart.gateway.bodies import SkuInPath, StrictJsonBody
 from streamcart.gateway.dependencies import services_of
 from streamcart.gateway.openapi import SERVICE_ERRORS, error_responses
 from streamcart.workers.inventory.service import MAX_ADD
@@ -29,7 +28,7 @@ class AddStockBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status_code=HTTP_200_OK,
     responses=error_responses(400, 401, 403, 413, 422, *SERVICE_ERRORS),
 )
-async def add_stock(sku: FromPath[str], data: StrictJsonBody[AddStockBody], state: State) -> Level:
+async def add_stock(sku: SkuInPath, data: StrictJsonBody[AddStockBody], state: State) -> Level:
     """Receive ``qty`` units of ``sku``; answers the stock after it."""
     level: Level = await services_of(state).call(
         "inventory.add_stock", {"sku": sku, "qty": data.qty}, response_type=Level
