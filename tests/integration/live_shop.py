@@ -1,0 +1,120 @@
+"""The whole shop as real processes: a gateway and a worker pool per service.
+
+Logistics' delays are cut and the gateway's client budget raised before the
+processes start; an admin token is issued with the namespace's own secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import redis
+
+from streamcart.bus.connection import connect
+from streamcart.bus.keys import Keys
+from streamcart.bus.loader import SHOP
+from streamcart.workers.users.tokens import issue, signing_secret
+from tests.integration.support import REPO_ROOT, Worker, child_env, cli, free_port, poll_until
+
+START_S = 60.0
+# Config set before the workers start: fast shipping, no client rate limit in the way.
+SETTINGS = [
+    ("logistics", "dispatch_after_ms", "150"),
+    ("logistics", "deliver_after_ms", "150"),
+    ("gateway", "rate", "100000"),
+    ("gateway", "burst", "100000"),
+]
+
+
+class LiveShop:
+    """The base URL of a running shop, its processes and an admin's headers."""
+
+    def __init__(self, redis_url: str, namespace: str, base_url: str) -> None:
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.base_url = base_url
+        self.processes: dict[str, Worker] = {}
+        self.admin: dict[str, str] = {}
+
+    def tails(self) -> str:
+        return "\n".join(process.tail() for process in self.processes.values())
+
+    def client(self, **headers: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=30, headers=headers)
+
+
+@contextlib.contextmanager
+def live_shop(
+    redis_url: str,
+    log_dir: Path,
+    *,
+    services: tuple[str, ...] = SHOP,
+    processes: int = 1,
+    concurrency: int = 16,
+) -> Iterator[LiveShop]:
+    """Start the shop in a fresh namespace; kill it and delete the namespace's keys after."""
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    port = free_port()
+    shop = LiveShop(redis_url, namespace, f"http://127.0.0.1:{port}")
+    try:
+        for scope, key, value in SETTINGS:
+            argv = cli(redis_url, namespace, "config", "set", scope, key, value)
+            subprocess.run(argv, check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+        for service in services:
+            argv = cli(redis_url, namespace, "worker", service, "-p", str(processes),
+                       "-c", str(concurrency))  # fmt: skip
+            shop.processes[service] = Worker(argv, log_dir / f"{service}.log")
+        gateway = cli(redis_url, namespace, "gateway", "--port", str(port))
+        shop.processes["gateway"] = Worker(gateway, log_dir / "gateway.log")
+        shop.admin = {"Authorization": f"Bearer {_admin_token(redis_url, namespace)}"}
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{shop.base_url}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        poll_until(ready, within=START_S, what=f"the shop to be ready\n{shop.tails()}")
+        poll_until(lambda: _all_live(redis_url, namespace, services), within=START_S,
+                   what=f"every service to register\n{shop.tails()}")  # fmt: skip
+        yield shop
+    finally:
+        for process in shop.processes.values():
+            process.kill()
+        _delete_namespace(redis_url, namespace)
+
+
+def _admin_token(redis_url: str, namespace: str) -> str:
+    async def token() -> str:
+        client = connect(redis_url)
+        try:
+            secret = await signing_secret(client, Keys(namespace))
+        finally:
+            await client.aclose()
+        return issue(secret, "test-admin", "admin", ttl_s=3600)[0]
+
+    return asyncio.run(token())
+
+
+def _all_live(redis_url: str, namespace: str, services: tuple[str, ...]) -> bool:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return all(client.zcard(f"{namespace}:instances:{service}") for service in services)
+    finally:
+        client.close()
+
+
+def _delete_namespace(redis_url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stale = list(client.scan_iter(match=f"*{namespace}*", count=1000))
+        for start in range(0, len(stale), 500):
+            client.delete(*stale[start : start + 500])
+    finally:
+        client.close()
