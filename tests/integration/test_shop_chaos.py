@@ -1,0 +1,140 @@
+"""Orders keep flowing while worker processes are SIGKILLed; nothing is lost or doubled.
+
+The saga's services run as supervised pools of two processes. While 1,000
+orders go through the gateway, a random pool child is killed every few hundred
+milliseconds (its pool starts a new one). Clients retry a failed placement
+with the same Idempotency-Key, as a real client would. Once the shop is quiet,
+every invariant of DESIGN section 4 holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from streamcart.bus.keys import Keys
+from streamcart.workers.invariants import check_invariants
+from tests.integration.live_shop import LiveShop, live_shop
+from tests.integration.support import pool_workers
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
+
+SAGA = ("users", "catalog", "orders", "inventory", "payments", "logistics")
+ORDERS = 1_000
+IN_FLIGHT = 24
+KILL_EVERY_S = 0.3
+PLACE_WITHIN_S = 180.0
+ADDRESS = {"name": "Li Lei", "line1": "1 Nanjing Rd", "city": "Shanghai", "zone": "local",
+           "postcode": "200000"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shop(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveShop]:
+    logs = Path(tmp_path_factory.mktemp("chaos"))
+    with live_shop(redis_url, logs, services=SAGA, processes=2) as running:
+        yield running
+
+
+async def setup_products(shop: LiveShop, count: int, units: int) -> list[str]:
+    skus = [f"chaos-{i}-{uuid.uuid4().hex[:6]}" for i in range(count)]
+    async with shop.client(**shop.admin) as admin:
+        for sku in skus:
+            body = {"sku": sku, "name": f"Chaos tea {sku}", "price": 990, "weight_g": 100}
+            assert (await admin.post("/api/products", json=body)).status_code == 201
+            added = await admin.post(f"/api/inventory/{sku}/stock", json={"qty": units})
+            assert added.status_code == 200
+    return skus
+
+
+async def place_with_retries(client: httpx.AsyncClient, body: dict[str, object], key: str) -> str:
+    """The order's id. A timeout or a 5xx is retried with the same key after the
+    Retry-After the gateway gives (its breaker opens while workers die), as a
+    well-behaved client does."""
+    last = ""
+    deadline = time.monotonic() + PLACE_WITHIN_S
+    while time.monotonic() < deadline:
+        pause = 0.2
+        with contextlib.suppress(httpx.TransportError):
+            response = await client.post("/api/orders", json=body,
+                                         headers={"Idempotency-Key": key})  # fmt: skip
+            if response.status_code == 202:
+                order_id: str = response.json()["order_id"]
+                return order_id
+            assert response.status_code >= 500 or response.status_code == 429, response.text
+            last = f"{response.status_code} {response.text}"
+            pause = float(response.headers.get("retry-after", pause))
+        await asyncio.sleep(pause)
+    raise AssertionError(f"order {key} could not be placed; last answer: {last}")
+
+
+async def killer(shop: LiveShop, stop: asyncio.Event) -> int:
+    """SIGKILL a random child of a random pool every KILL_EVERY_S; returns how many."""
+    killed = 0
+    pools = [shop.processes[name].pid for name in SAGA]
+    while not stop.is_set():
+        await asyncio.sleep(KILL_EVERY_S)
+        children = sorted(pool_workers(random.choice(pools)))
+        if children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(random.choice(children), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+async def test_a_thousand_orders_through_random_sigkills_keep_every_invariant(
+    shop: LiveShop,
+) -> None:
+    skus = await setup_products(shop, count=5, units=150)
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    account = {"email": email, "password": "s3cret-pass", "name": "Chaos"}
+    async with shop.client() as client:
+        assert (await client.post("/api/users/register", json=account)).status_code == 201
+        login = await client.post("/api/users/login", json={"email": email,
+                                                           "password": "s3cret-pass"})  # fmt: skip
+    headers = {"Authorization": f"Bearer {login.json()['token']}"}
+    stop = asyncio.Event()
+    kills = asyncio.create_task(killer(shop, stop))
+    placed: list[str] = []
+    queue = iter(range(ORDERS))
+    async with httpx.AsyncClient(base_url=shop.base_url, timeout=10, headers=headers) as client:
+
+        async def customer() -> None:
+            for i in queue:
+                token = "tok_declined" if i % 10 == 0 else "tok_ok"
+                body = {"items": [{"sku": skus[i % len(skus)], "qty": 1}], "address": ADDRESS,
+                        "payment_method": "card", "payment_token": token}  # fmt: skip
+                placed.append(await place_with_retries(client, body, f"chaos-{i}"))
+
+        started = time.monotonic()
+        await asyncio.gather(*(customer() for _ in range(IN_FLIGHT)))
+        stop.set()
+        killed = await kills
+        took = time.monotonic() - started
+    print(f"placed {len(placed)} orders in {took:.1f} s, {killed} processes killed")
+    assert len(set(placed)) == ORDERS
+    assert killed >= 10, f"only {killed} processes were killed in {took:.0f} s"
+
+    redis = Redis.from_url(shop.redis_url, decode_responses=True)
+    try:
+        problems: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            problems = await check_invariants(redis, Keys(shop.namespace))
+            if not problems:
+                break
+            print(f"{len(problems)} problems, e.g. {problems[:3]}")
+            await asyncio.sleep(1.0)
+    finally:
+        await redis.aclose()
+    assert not problems, "\n".join(problems[:40]) + f"\n{shop.tails()}"
