@@ -71,8 +71,8 @@ def _state(pid: int) -> str:
 
 
 def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
-    """`streamcart up` with no URL: embedded Redis, the workers, and the gateway
-    answering HTTP through the real users service."""
+    """`streamcart up` with no URL: embedded Redis, the shop's workers, and the
+    gateway answering HTTP through the real users service."""
     env = {k: v for k, v in child_env().items() if k not in ("STREAMCART_REDIS_URL", "REDIS_URL")}
     env["STREAMCART_HOME"] = str(tmp_path / "home")
     streamcart = [sys.executable, "-m", "streamcart"]
@@ -86,7 +86,14 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
         client = redis.Redis.from_url(url_file.read_text().strip(), decode_responses=True)
         poll_until(lambda: bool(pool_workers(up.pid)), what="the workers")
         published = subprocess.run(
-            [*streamcart, "publish", "counter.increment", '{"name": "up"}', "--to", "counter"],
+            [
+                *streamcart,
+                "publish",
+                "inventory.add_stock",
+                '{"sku": "up-tea", "qty": 3}',
+                "--to",
+                "inventory",
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -94,7 +101,8 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
             check=True,
         )
         assert published.stdout.strip()  # the message id
-        poll_until(lambda: client.hget("{sc:counter}:counts", "up") == "1", what="handled")
+        stock = "{sc:inventory}:stock:up-tea"
+        poll_until(lambda: client.hget(stock, "available") == "3", what="handled")
         client.close()
 
         base = f"http://127.0.0.1:{port}"

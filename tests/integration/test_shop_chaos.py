@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 SAGA = ("users", "catalog", "orders", "inventory", "payments", "logistics")
 ORDERS = 1_000
 IN_FLIGHT = 24
-KILL_EVERY_S = 0.3
+KILL_EVERY_S = 0.4
 PLACE_WITHIN_S = 180.0
 ADDRESS = {"name": "Li Lei", "line1": "1 Nanjing Rd", "city": "Shanghai", "zone": "local",
            "postcode": "200000"}  # fmt: skip

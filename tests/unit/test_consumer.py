@@ -11,7 +11,7 @@ from fakeredis import FakeAsyncRedis
 from redis.exceptions import ResponseError
 
 from streamcart import Context, PermanentError, Service, ServiceOptions
-from streamcart.bus import deadletter
+from streamcart.bus import deadletter, delayed
 from streamcart.bus.commit import relay_stale
 from streamcart.bus.publisher import Publisher
 from streamcart.errors import NotFoundError
@@ -485,3 +485,46 @@ async def test_a_reply_to_a_caller_that_is_gone_creates_no_stream(
     async with running(counter.build(FAST), fake_redis):
         await eventually(lambda: _is_zero(pending(fake_redis)))
     assert not await fake_redis.exists("t:reply:gone")
+
+
+async def test_a_delayed_send_leaves_only_when_its_handler_commits(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    service = Service("timer", options=FAST)
+    runs = 0
+
+    @service.on("timer.start")
+    async def start(msg: dict[str, str], ctx: Context) -> None:
+        nonlocal runs
+        runs += 1
+        ctx.send_later("timer", "timer.ring", {"n": runs}, delay_ms=50)
+        if runs == 1:
+            raise RuntimeError("crash before the commit")  # the send must not leave
+
+    rung: list[int] = []
+
+    @service.on("timer.ring")
+    async def ring(msg: dict[str, int], ctx: Context) -> None:
+        rung.append(msg["n"])
+
+    await Publisher(fake_redis, KEYS).publish("timer.start", {}, to="timer")
+    async with running(service, fake_redis):
+        await eventually(lambda: _is_true(bool(rung)))
+        await asyncio.sleep(0.2)
+    assert (runs, rung) == (2, [2])
+    assert await fake_redis.xlen(KEYS.outbox("timer")) == 0
+
+
+async def test_a_delayed_send_left_in_the_outbox_is_scheduled_by_the_sweeper(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    fields = {"type": "timer.ring", "data": "{}", "id": "m1",
+              "outbox_stream": KEYS.inbox("timer"), "outbox_delay_ms": "60000"}  # fmt: skip
+    await fake_redis.xadd(KEYS.outbox("timer"), fields, id="1-0")
+    assert await relay_stale(fake_redis, KEYS, "timer") == 1
+    assert await delayed.pending_delayed(fake_redis, KEYS, KEYS.inbox("timer")) == 1
+    assert await fake_redis.xlen(KEYS.inbox("timer")) == 0
+
+
+async def _is_true(value: bool) -> bool:
+    return value

@@ -20,12 +20,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from streamcart.bus import delayed
 from streamcart.bus.context import Context, Outgoing
 from streamcart.bus.keys import Keys
 from streamcart.bus.scripts import Script
 from streamcart.errors import WriteConflictError
 
-OUTBOX_STREAM = "outbox_stream"
+OUTBOX_STREAM, OUTBOX_DELAY = "outbox_stream", "outbox_delay_ms"
 log = logging.getLogger("streamcart.commit")
 _commit = Script("commit.lua")
 
@@ -66,12 +67,20 @@ async def _commit_script(ctx: Context, outbox: str, done_ttl_s: int) -> list[str
     for args in writes:
         argv += (len(args), *args)
     for out in ctx.outgoing:
-        fields = {**out.fields, OUTBOX_STREAM: out.stream}
+        fields = outbox_fields(out)
         argv.append(len(fields))
         for pair in fields.items():
             argv += pair
     result = await _commit(ctx.redis, keys, argv)
     return None if result == 0 else list(result)
+
+
+def outbox_fields(out: Outgoing) -> dict[str, str]:
+    """A message as its outbox entry keeps it: where it goes, and its delay."""
+    fields = {**out.fields, OUTBOX_STREAM: out.stream}
+    if out.delay_ms:
+        fields[OUTBOX_DELAY] = str(out.delay_ms)
+    return fields
 
 
 def _raw_commands(ctx: Context) -> list[tuple[Any, ...]]:
@@ -96,7 +105,7 @@ async def _commit_watched(ctx: Context, outbox: str, done_ttl_s: int) -> list[st
         for command, args, kwargs in ops:
             getattr(pipe, command)(*args, **kwargs)
         for out in ctx.outgoing:
-            pipe.xadd(outbox, {**out.fields, OUTBOX_STREAM: out.stream})
+            pipe.xadd(outbox, outbox_fields(out))
         pipe.set(ctx.done_key, "1", ex=done_ttl_s)
         results = await pipe.execute()
     except WatchError:
@@ -119,10 +128,24 @@ async def relay_stale(
     entries = await redis.xrange(outbox, "-", f"{cutoff}-0", count=batch)
     if not entries:
         return 0
-    async with redis.pipeline(transaction=False) as pipe:
-        for _, fields in entries:
-            stream = fields.pop(OUTBOX_STREAM)
-            pipe.xadd(stream, fields)
-        pipe.xdel(outbox, *(entry_id for entry_id, _ in entries))
-        await pipe.execute()
+    messages = []
+    for _, fields in entries:
+        stream = fields.pop(OUTBOX_STREAM)
+        delay = int(fields.pop(OUTBOX_DELAY, "0") or 0)
+        messages.append(Outgoing(stream, fields, delay))
+    await publish(redis, keys, messages)
+    await redis.xdel(outbox, *(entry_id for entry_id, _ in entries))
     return len(entries)
+
+
+async def publish(redis: Redis, keys: Keys, messages: list[Outgoing]) -> None:
+    """Send committed messages on: at once, or into their stream's delayed set."""
+    immediate = [out for out in messages if not out.delay_ms]
+    if immediate:
+        async with redis.pipeline(transaction=False) as pipe:
+            for out in immediate:
+                pipe.xadd(out.stream, out.fields)
+            await pipe.execute()
+    for out in messages:
+        if out.delay_ms:
+            await delayed.schedule(redis, keys, out.stream, out.fields, out.delay_ms)

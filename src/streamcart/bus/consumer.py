@@ -356,7 +356,8 @@ class Consumer:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for relay in relays:
                     for out in relay.messages:
-                        pipe.xadd(out.stream, out.fields)
+                        if not out.delay_ms:
+                            pipe.xadd(out.stream, out.fields)
                 for reply in replies:
                     queue_reply(pipe, reply)
                 for stream, ids in acks.items():
@@ -374,7 +375,7 @@ class Consumer:
             for entry_id in ids:
                 self._inflight.pop((stream, entry_id), None)
         self._room.set()
-        await self._clear_outbox(relayed)
+        await self._clear_outbox(await self._schedule_delayed(relayed))
 
     def _check_flush(
         self, relays: list[Relay], replies: list[Reply], results: list[Any]
@@ -386,8 +387,9 @@ class Consumer:
         position = 0
         relayed = []
         for relay in relays:
-            outcomes = results[position : position + len(relay.messages)]
-            position += len(relay.messages)
+            sent = sum(1 for out in relay.messages if not out.delay_ms)
+            outcomes = results[position : position + sent]
+            position += sent
             failed = [r for r in outcomes if isinstance(r, Exception)]
             if failed:
                 self.log.error("could not publish to %s: %s", relay.messages[0].stream, failed[0])
@@ -400,6 +402,23 @@ class Consumer:
             if isinstance(result, Exception):
                 raise result
         return relayed
+
+    async def _schedule_delayed(self, relayed: list[Relay]) -> list[Relay]:
+        """Put the delayed messages of ``relayed`` in their delayed sets; the
+        relays that could not be finished stay in the outbox for the sweeper."""
+        done = []
+        for relay in relayed:
+            try:
+                for out in relay.messages:
+                    if out.delay_ms:
+                        await delayed.schedule(
+                            self.redis, self.keys, out.stream, out.fields, out.delay_ms
+                        )
+            except RedisError as exc:
+                self.log.warning("delayed send deferred (%s); the sweeper will finish it", exc)
+                continue
+            done.append(relay)
+        return done
 
     async def _clear_outbox(self, relayed: list[Relay]) -> None:
         """Delete what was published from the outboxes; if this fails, the

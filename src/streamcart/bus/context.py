@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from streamcart.bus import delayed
 from streamcart.bus.envelope import Envelope, Fields, build_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
@@ -58,13 +57,15 @@ class Tx:
 
 
 class Outgoing:
-    """A message a handler emitted, to be published when the handler commits."""
+    """A message a handler emitted, to be published when the handler commits
+    (``delay_ms`` after that, when given)."""
 
-    __slots__ = ("fields", "stream")
+    __slots__ = ("delay_ms", "fields", "stream")
 
-    def __init__(self, stream: str, fields: Fields) -> None:
+    def __init__(self, stream: str, fields: Fields, delay_ms: int = 0) -> None:
         self.stream = stream
         self.fields = fields
+        self.delay_ms = delay_ms
 
 
 class Context:
@@ -148,25 +149,20 @@ class Context:
         """Send a command to one service's inbox, once the handler commits."""
         self._emit(message_type, data, key, to=service)
 
-    async def send_later(
-        self, service: str, message_type: str, data: Any, *, delay_ms: int, message_id: str
+    def send_later(
+        self, service: str, message_type: str, data: Any, *, delay_ms: int, key: str | None = None
     ) -> None:
-        """Send a command to ``service`` after ``delay_ms`` (by the Redis clock).
+        """Send a command to ``service`` ``delay_ms`` after the handler commits
+        (by the Redis clock); like every emitted message, only if it commits."""
+        self._emit(message_type, data, key, to=service, delay_ms=max(0, delay_ms))
 
-        Scheduled at once, not at commit. Give a ``message_id`` derived from
-        your state (``f"{shipment_id}:dispatch"``): a handler that runs again
-        then schedules the same message, which its consumer applies once.
-        """
-        stream = self.keys.destination(message_type, service)
-        fields = build_fields(message_type, data, message_id=message_id)
-        tracing.sending(fields, message_type, stream)
-        await delayed.schedule(self.redis, self.keys, stream, fields, delay_ms)
-
-    def _emit(self, message_type: str, data: Any, key: str | None, *, to: str | None) -> None:
+    def _emit(
+        self, message_type: str, data: Any, key: str | None, *, to: str | None, delay_ms: int = 0
+    ) -> None:
         stream = self.keys.destination(message_type, to)
         fields = build_fields(message_type, data, key=key)
         tracing.sending(fields, message_type, stream)
-        self.outgoing.append(Outgoing(stream, fields))
+        self.outgoing.append(Outgoing(stream, fields, delay_ms))
 
     async def call(
         self,

@@ -57,6 +57,7 @@ class Pool:
         entry: ChildMain,
         grace_s: float = 15.0,
         max_backoff_s: float = 30.0,
+        healthy_after_s: float = 5.0,
         metrics: bool = False,
         on_child_exit: Callable[[int], None] | None = None,
     ) -> None:
@@ -66,6 +67,7 @@ class Pool:
         self.entry = entry
         self.grace_s = grace_s
         self.max_backoff_s = max_backoff_s
+        self.healthy_after_s = healthy_after_s
         self.metrics = metrics
         self.on_child_exit = on_child_exit
         pool_id = uuid.uuid4().hex[:12]
@@ -126,6 +128,10 @@ class Pool:
             if process is not None:
                 process.join()
                 self._exited(process)
+                # A child that lived a while before dying is not crash-looping (the
+                # OOM killer, say): it comes back quickly, however often that happens.
+                if now - slot.started >= self.healthy_after_s:
+                    slot.failures = 0
                 slot.failures += 1
                 backoff = min(self.max_backoff_s, 0.5 * 2 ** (slot.failures - 1))
                 slot.restart_at = now + backoff

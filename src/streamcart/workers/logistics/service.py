@@ -103,9 +103,9 @@ def build(options: ServiceOptions | None = None) -> Service:
             fee=shipment.fee, currency=shipment.currency,
         )  # fmt: skip
         ctx.publish(events.SHIPMENT_CREATED, created, key=msg.order_id)
-        await ctx.send_later(
+        ctx.send_later(
             SERVICE, "logistics.dispatch", ByOrder(msg.order_id),
-            delay_ms=settings.dispatch_after_ms, message_id=f"{shipment.shipment_id}.dispatch",
+            delay_ms=settings.dispatch_after_ms, key=msg.order_id,
         )  # fmt: skip
 
     async def advance(ctx: Context, order_id: str, expected: str, to: str) -> Shipment | None:
@@ -131,10 +131,9 @@ def build(options: ServiceOptions | None = None) -> Service:
             return
         progress = events.ShipmentProgress(order_id=msg.order_id, shipment_id=shipment.shipment_id)
         ctx.publish(events.SHIPMENT_DISPATCHED, progress, key=msg.order_id)
-        await ctx.send_later(
-            SERVICE, "logistics.deliver", msg,
-            delay_ms=settings_of(ctx).deliver_after_ms,
-            message_id=f"{shipment.shipment_id}.deliver",
+        ctx.send_later(
+            SERVICE, "logistics.deliver", msg, delay_ms=settings_of(ctx).deliver_after_ms,
+            key=msg.order_id,
         )  # fmt: skip
 
     @service.on("logistics.deliver")
