@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
+import threading
+import time
 
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
@@ -21,6 +25,7 @@ from streamcart.telemetry.export import setup_tracing, use_globally
 from streamcart.telemetry.metrics import MetricsObserver, metrics_sampler
 from streamcart.telemetry.tracing import TraceLogFilter
 
+log = logging.getLogger("streamcart.app")
 # ``trace`` is " trace=<id>" inside a recorded trace, else empty (TraceLogFilter).
 LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s%(trace)s"
 
@@ -55,6 +60,8 @@ def worker_main(
     is the caller's part: see :mod:`streamcart.telemetry.serving`).
     """
     configure_logging(level)
+    if token is not None:
+        stop_when_orphaned()
     service = load_service(spec)
     tracer = setup_tracing(service.name, redis_url, Keys(namespace))
     if tracer is not None:
@@ -74,6 +81,23 @@ def worker_main(
     finally:
         if tracer is not None:
             tracer.shutdown()  # exports what is buffered
+
+
+def stop_when_orphaned(interval_s: float = 1.0) -> None:
+    """Stop this pool child gracefully (SIGTERM to itself) once its pool is
+    gone: a supervisor killed with SIGKILL must not leave workers behind."""
+    supervisor = multiprocessing.parent_process()  # known even if it died before we got here
+    if supervisor is None or supervisor.pid is None:
+        return
+    parent = supervisor.pid
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        log.warning("the pool supervisor (pid %d) is gone; stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def monitor_main(redis_url: str, namespace: str, level: int) -> None:

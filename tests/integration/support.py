@@ -93,6 +93,7 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
                 env={**child_env(), **(env or {})},
+                start_new_session=True,  # kill() takes a pool's children with it
             )
         except BaseException:
             self._log.close()
@@ -141,6 +142,8 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # a pool's children, if any are left
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -63,6 +63,25 @@ def test_a_pool_restarts_a_killed_child_and_stops_cleanly(
     assert "exited with code -9; restarting" in (tmp_path / "pool.log").read_text()
 
 
+def test_the_children_of_a_sigkilled_pool_stop_by_themselves(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    argv = cli(redis_url, namespace, "worker", "tests.integration.services:fast_counter", "-p", "2")
+    with open(tmp_path / "pool.log", "wb") as log:
+        pool = subprocess.Popen(argv, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        poll_until(lambda: len(pool_workers(pool.pid)) == 2, what="two children")
+        kids = pool_workers(pool.pid)
+        pool.kill()  # the supervisor dies without a word to its children
+        pool.wait()
+        poll_until(lambda: all(_state(kid) == "Z" for kid in kids), within=15,
+                   what="the orphaned children to stop")  # fmt: skip
+    finally:
+        for kid in pool_workers(pool.pid) if pool.poll() is None else set():
+            os.kill(kid, signal.SIGKILL)
+    assert "the pool supervisor" in (tmp_path / "pool.log").read_text()
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2]
