@@ -50,3 +50,20 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within}s: {check.__doc__ or check}")
         await asyncio.sleep(0.02)
+
+
+async def drained(consumer: Consumer) -> None:
+    """Wait until ``consumer``'s group has read and acknowledged everything on its
+    topics, and check that nothing was dead-lettered."""
+    service = consumer.service
+    topics = service.streams(consumer.keys)[1:]
+
+    async def settled() -> bool:
+        for stream in topics:
+            for group in await consumer.redis.xinfo_groups(stream):
+                if group["name"] == service.name and (group["pending"] or group["lag"]):
+                    return False
+        return True
+
+    await eventually(settled)
+    assert await consumer.redis.xlen(consumer.keys.dlq(service.name)) == 0

@@ -22,7 +22,7 @@ from streamcart.workers import events
 from streamcart.workers.analytics import buckets, report
 from streamcart.workers.analytics.report import Funnel, Report, Snapshot, TopProduct, TopViewed
 from streamcart.workers.analytics.service import build
-from tests.unit.support import KEYS, eventually, running
+from tests.unit.support import KEYS, drained, eventually, running
 
 FAST = ServiceOptions(block_ms=20, retry_initial_ms=5)
 ADDRESS = {"name": "Li", "line1": "1 Road", "city": "Shanghai", "zone": "SH", "postcode": "200000"}
@@ -108,17 +108,7 @@ class Shop:
 
     async def report(self, minutes: int = 60) -> Report:
         """The report once every event published so far is handled."""
-        streams = self.consumer.service.streams(KEYS)[1:]
-
-        async def drained() -> bool:
-            for stream in streams:
-                for group in await self.redis.xinfo_groups(stream):
-                    if group["name"] == "analytics" and (group["pending"] or group["lag"]):
-                        return False
-            return True
-
-        await eventually(drained)
-        assert await self.redis.xlen(KEYS.dlq("analytics")) == 0
+        await drained(self.consumer)
         reply: Report = await self.rpc.call(
             "analytics.report", {"minutes": minutes}, response_type=Report
         )

@@ -28,7 +28,7 @@ from streamcart.workers.recommendations.service import (
     RecommendationSettings,
     build,
 )
-from tests.unit.support import KEYS, eventually, running
+from tests.unit.support import KEYS, drained, running
 
 FAST = ServiceOptions(block_ms=20, retry_initial_ms=5)
 WEIGHTS = Weights(bought_with=1.0, viewed_with=0.6, category=0.3, popular=0.1, popular_viewed=0.05)
@@ -177,17 +177,7 @@ class Shop:
 
     async def settled(self) -> None:
         """Wait until every event published so far is handled and acknowledged."""
-        streams = self.consumer.service.streams(KEYS)[1:]
-
-        async def drained() -> bool:
-            for stream in streams:
-                for group in await self.redis.xinfo_groups(stream):
-                    if group["name"] == "recommendations" and (group["pending"] or group["lag"]):
-                        return False
-            return True
-
-        await eventually(drained)
-        assert await self.redis.xlen(KEYS.dlq("recommendations")) == 0
+        await drained(self.consumer)
 
     async def for_user(self, user_id: str, **extra: Any) -> Ranked:
         await self.settled()
