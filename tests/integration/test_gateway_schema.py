@@ -10,15 +10,11 @@ included.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -30,66 +26,25 @@ from schemathesis.checks import (
 from schemathesis.errors import FailureGroup
 from schemathesis.schemas import APIOperation, BaseSchema
 
-from streamcart.bus.loader import SHOP
-from tests.integration.support import Worker, cli, free_port, poll_until
+from tests.integration.live_shop import LiveShop, live_shop
 
+# The shop runs with a client budget far above what fuzzing spends, so no 429
+# gets in the way of the answers under test.
 MAX_EXAMPLES = 30
-# The gateway allows each client 20 requests a second (burst 40); fuzzing below
-# that keeps 429s out of the way of the other answers.
-REQUEST_INTERVAL_S = 1 / 15
-START_S = 30.0
 ALICE = {"email": "alice@example.com", "password": "s3cret-pass", "name": "Alice"}
 BAD_BODY = {"email": 1, "password": "p", "name": "n"}
 
 
-class LiveGateway:
-    """The base URL of a running gateway and the processes behind it."""
-
-    def __init__(self, base_url: str, processes: list[Worker]) -> None:
-        self.base_url = base_url
-        self.processes = processes
-
-    def tails(self) -> str:
-        return "\n".join(process.tail() for process in self.processes)
+@pytest.fixture(scope="module")
+def live_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveShop]:
+    """The whole shop in a namespace of its own: every route has its service, so
+    a 5xx is the gateway's fault."""
+    with live_shop(redis_url, Path(tmp_path_factory.mktemp("schema")), concurrency=8) as shop:
+        yield shop
 
 
 @pytest.fixture(scope="module")
-def live_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
-    """A gateway and a users worker in a namespace of their own; its keys deleted afterwards."""
-    namespace = f"t{uuid.uuid4().hex[:10]}"
-    logs: Path = tmp_path_factory.mktemp("schema")
-    port = free_port()
-    live = LiveGateway(f"http://127.0.0.1:{port}", [])
-    try:
-        for service in SHOP:  # every route has its service: a 5xx is the gateway's fault
-            argv = cli(redis_url, namespace, "worker", service, "-c", "8")
-            live.processes.append(Worker(argv, logs / f"{service}.log"))
-        live.processes.append(
-            Worker(cli(redis_url, namespace, "gateway", "--port", str(port)), logs / "gateway.log")
-        )
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{live.base_url}/readyz", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        poll_until(ready, within=START_S, what=f"the gateway to be ready\n{live.tails()}")
-        yield live
-    finally:
-        for process in live.processes:
-            process.kill()
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        try:
-            stale = list(client.scan_iter(match=f"*{namespace}*", count=1000))
-            for start in range(0, len(stale), 500):
-                client.delete(*stale[start : start + 500])
-        finally:
-            client.close()
-
-
-@pytest.fixture(scope="module")
-def api_schema(live_gateway: LiveGateway) -> BaseSchema:
+def api_schema(live_gateway: LiveShop) -> BaseSchema:
     """The OpenAPI document the gateway serves, requests going to that gateway."""
     return schemathesis.openapi.from_url(f"{live_gateway.base_url}/schema/openapi.json")
 
@@ -110,15 +65,12 @@ def _fuzz(operation: APIOperation, mode: GenerationMode, **call: Any) -> None:
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
-        time.sleep(REQUEST_INTERVAL_S)
         case.call_and_validate(timeout=10, **call)
 
     run()
 
 
-def test_every_operation_passes_every_check(
-    api_schema: BaseSchema, live_gateway: LiveGateway
-) -> None:
+def test_every_operation_passes_every_check(api_schema: BaseSchema, live_gateway: LiveShop) -> None:
     """Proves that, for every operation in the document and both positive and negative
     data, the gateway never answers a 5xx (``not_a_server_error``), answers the content
     types, headers, statuses and bodies it documents, accepts schema-valid data, rejects
