@@ -160,7 +160,7 @@ async def _until(
         )
         if settled or time.monotonic() > deadline:
             return order
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.1)
 
 
 def _describe(title: str, order: dict[str, Any]) -> str:

@@ -19,6 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
+from streamcart.config.store import ConfigStore
+from streamcart.demo import seed, tour
 from streamcart.workers.invariants import check_invariants
 from streamcart.workers.payments.provider import SandboxProvider
 from tests.integration.live_shop import LiveShop, live_shop
@@ -275,6 +277,30 @@ async def test_the_product_page_degrades_when_a_service_is_down(shop: LiveShop) 
     assert page["degraded"] == ["recommendations"] and page["recommendations"] == []
     assert page["stock"] == {"available": 3} and page["product"]["sku"] == tea
     assert took < 3.0
+
+
+async def test_the_demo_seeds_the_shop_and_tours_the_saga(
+    shop: LiveShop, shop_redis: Redis
+) -> None:
+    keys = Keys(shop.namespace)
+    await seed(shop_redis, keys, log=lambda line: None)
+    await seed(shop_redis, keys, log=lambda line: None)  # a restart keeps it
+    # As `make run` has it: time to cancel before the parcel leaves.
+    config = ConfigStore(shop_redis, keys)
+    await config.set("logistics", "dispatch_after_ms", 2_000)
+    await asyncio.sleep(1.5)  # the workers apply it within a second
+    lines: list[str] = []
+    try:
+        orders = await tour(shop.base_url, log=lines.append)
+    finally:
+        await config.set("logistics", "dispatch_after_ms", 150)
+    assert [order["status"] for order in orders] == ["DELIVERED", "PAYMENT_FAILED", "CANCELLED"]
+    assert orders[2]["payment"]["refunded"] == orders[2]["total"]
+    assert all(len(order["trace_id"]) == 32 for order in orders)
+    assert "streamcart trace show" in lines[0] and "timeline: PENDING" in lines[0]
+    async with shop.client() as client:
+        page = (await client.get("/api/products/tieguanyin-250g")).json()
+    assert page["stock"] == {"available": 50 - 3 + 2}  # 3 ordered; declined and cancelled back
 
 
 async def test_every_invariant_holds_over_everything_above(

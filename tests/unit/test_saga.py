@@ -297,3 +297,16 @@ async def test_the_invariant_check_names_what_is_broken(fake_redis: FakeAsyncRed
     assert "order ghost was refunded without a capture" in problems
     assert "sku tea: available + reserved + shipped != added" in problems
     assert "dlq:orders: 1 dead letters" in problems
+
+
+async def test_stock_falling_under_the_threshold_is_announced_once(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    async with shop(fake_redis) as rpc:
+        await add_stock(rpc, "tea", 7)
+        for qty in (1, 2, 1):  # 6 left (not low), then 4 (low), then 3 (still low)
+            order_id = await place(rpc, [{"sku": "tea", "qty": qty}])
+            await order_in(rpc, order_id, "DELIVERED")
+    low = [msgspec.json.decode(f["data"]) for _, f in await fake_redis.xrange(
+        KEYS.events("inventory")) if f["type"] == events.INVENTORY_LOW_STOCK]  # fmt: skip
+    assert low == [{"sku": "tea", "available": 4, "threshold": 5}]
