@@ -284,6 +284,35 @@ async def test_a_watched_key_changed_mid_handler_reruns_the_handler(
     assert runs == 2
 
 
+async def test_a_request_whose_commit_keeps_conflicting_still_gets_its_answer(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    """Neighbours committing first three times in a row (a busy cart, say) cost
+    the caller quick retries, not an error."""
+    # The default attempts: 2 quick tries for a real failure, 5 in all.
+    svc = Service("stock", options=ServiceOptions(block_ms=20, retry_initial_ms=10))
+    runs = 0
+
+    @svc.on("stock.take")
+    async def take(msg: Job, ctx: Context) -> int:
+        nonlocal runs
+        runs += 1
+        key = ctx.key("level")
+        await ctx.watch(key)
+        level = int(await ctx.redis.get(key) or 0)
+        if runs <= 3:
+            await ctx.redis.incr(key)  # a neighbour commits first
+        ctx.tx.set(key, level - 1)
+        return level - 1
+
+    await fake_redis.set(KEYS.state("stock", "level"), 5)
+    async with running(svc, fake_redis) as consumer:
+        left = await consumer.rpc.call("stock.take", {"name": "x"}, timeout=5)
+        await consumer.rpc.aclose()
+    assert (runs, left) == (4, 7)
+    assert await dead(fake_redis, "stock") == []
+
+
 async def test_writes_outside_the_service_slot_are_refused(fake_redis: FakeAsyncRedis) -> None:
     svc = Service("counter", options=ServiceOptions(block_ms=20, max_attempts=1))
 

@@ -54,11 +54,13 @@ from streamcart.errors import (
     TransientError,
     UnavailableError,
     UnknownTypeError,
+    WriteConflictError,
 )
 from streamcart.telemetry import tracing
 
 # A handler's own OSError is a failure like any other; only these mean Redis is gone.
 DISCONNECTED = (RedisConnectionError, RedisTimeoutError)
+CONFLICT_TRIES = 5
 TRIMMED_REASON = f"{TRIMMED}: the entry was deleted from the stream while still pending"
 
 
@@ -289,7 +291,14 @@ class Dispatcher:
         redelivery through the inbox, or the dead-letter stream."""
         opts = self.host.options
         attempt = envelope.attempt
-        inline = min(opts.inline_attempts, opts.max_attempts - attempt + 1)
+        # A write conflict costs a round trip to retry and means a neighbour
+        # committed: it gets a few more quick tries than a real failure does.
+        tries = (
+            max(opts.inline_attempts, CONFLICT_TRIES)
+            if isinstance(first, WriteConflictError)
+            else opts.inline_attempts
+        )
+        inline = min(tries, opts.max_attempts - attempt + 1)
         error: Exception = first
         self.stats.failed += 1
         self._notify("failed", envelope.type)
