@@ -85,7 +85,7 @@ def outbox_fields(out: Outgoing) -> dict[str, str]:
 
 def _raw_commands(ctx: Context) -> list[tuple[Any, ...]]:
     """The handler's writes as Redis commands, built by redis-py as it would send them."""
-    ops = ctx.tx.ops if ctx.has_effects else []
+    ops = ctx.tx.ops
     if not ops:
         return []
     recorder = ctx.redis.pipeline(transaction=False)  # never executed: it only builds commands
@@ -146,6 +146,11 @@ async def publish(redis: Redis, keys: Keys, messages: list[Outgoing]) -> None:
             for out in immediate:
                 pipe.xadd(out.stream, out.fields)
             await pipe.execute()
+    await schedule_delayed(redis, keys, messages)
+
+
+async def schedule_delayed(redis: Redis, keys: Keys, messages: list[Outgoing]) -> None:
+    """Put the delayed ones among ``messages`` into their streams' delayed sets."""
     for out in messages:
         if out.delay_ms:
             await delayed.schedule(redis, keys, out.stream, out.fields, out.delay_ms)

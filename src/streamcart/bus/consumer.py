@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from streamcart.bus import claims, delayed
-from streamcart.bus.commit import Relay, relay_stale
+from streamcart.bus.commit import Relay, relay_stale, schedule_delayed
 from streamcart.bus.dispatch import DISCONNECTED, TRIMMED_REASON, Dispatcher, Item, Stats
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
@@ -409,11 +409,7 @@ class Consumer:
         done = []
         for relay in relayed:
             try:
-                for out in relay.messages:
-                    if out.delay_ms:
-                        await delayed.schedule(
-                            self.redis, self.keys, out.stream, out.fields, out.delay_ms
-                        )
+                await schedule_delayed(self.redis, self.keys, relay.messages)
             except RedisError as exc:
                 self.log.warning("delayed send deferred (%s); the sweeper will finish it", exc)
                 continue

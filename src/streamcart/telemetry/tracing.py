@@ -63,8 +63,9 @@ class Tracer:
     def start_handling(
         self, fields: Mapping[str, str], describe: Callable[[], SpanStart]
     ) -> Span | None:
-        """The span for handling an entry with ``fields``, a child of the trace
-        context it carries (or a new trace); ``None`` when it is not sampled.
+        """The span for handling an entry with ``fields`` (or an HTTP request
+        with these headers), a child of the trace context it carries (or a new
+        trace); ``None`` when it is not sampled.
         ``describe`` gives the span's name, kind and attributes, and is only
         called for a span that is recorded."""
         parent = parse_traceparent(fields.get(TRACEPARENT, ""))
@@ -108,12 +109,6 @@ class Tracer:
         span = self._start(name, kind, attributes, parent)
         _write_context(fields, span.context)
         return span
-
-    def start_request(
-        self, headers: Mapping[str, str], describe: Callable[[], SpanStart]
-    ) -> Span | None:
-        """The server span of an HTTP request (its ``traceparent`` header honoured)."""
-        return self.start_handling(headers, describe)
 
     def _start(
         self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanContext | None

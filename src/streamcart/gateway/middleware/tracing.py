@@ -51,7 +51,7 @@ class TracingMiddleware(ASGIMiddleware):
             "http.route": route,
             "url.path": str(scope["path"]),
         }
-        span = tracer.start_request(
+        span = tracer.start_handling(
             context, lambda: (f"{method} {route}", SpanKind.SERVER, attributes)
         )
         if span is None and TRACEPARENT not in context:
