@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install, so pip runs again only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test run lint bench clean
+.PHONY: venv test test-cluster run lint bench clean
 
 venv: $(STAMP)
 
@@ -14,8 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
+# Every tier on a standalone server, then the integration tier again on a cluster.
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-cluster
+
+# The integration and end-to-end tests on a Redis Cluster of three masters, started
+# from the same server binary (or STREAMCART_TEST_CLUSTER_URL, redis+cluster://...).
+test-cluster: venv
+	STREAMCART_TEST_CLUSTER=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 run: venv
 	$(BIN)/streamcart up --demo

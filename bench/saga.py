@@ -1,7 +1,7 @@
 """The whole order saga on this machine: orders/s and time to CONFIRMED.
 
     python bench/saga.py [--orders 1000] [--concurrency 32] [--processes 1]
-                         [--tracing on|off] [--redis-url URL]
+                         [--tracing on|off] [--redis-url URL | --cluster]
 
 Starts the gateway and the worker pools the saga needs (catalog, orders,
 inventory, payments, logistics) as processes, seeds products and stock, cuts
@@ -202,9 +202,9 @@ def cli() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--processes", type=int, default=1, help="worker processes per service")
     parser.add_argument("--tracing", choices=("on", "off"), default="on")
-    add_redis_option(parser)
+    add_redis_option(parser, cluster=True)
     args = parser.parse_args()
-    with redis_for_bench(args.redis_url) as url:
+    with redis_for_bench(args.redis_url, cluster=args.cluster) as url:
         asyncio.run(run(url, args.orders, args.concurrency, args.processes, args.tracing == "on"))
 
 

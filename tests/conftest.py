@@ -15,29 +15,56 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from streamcart.bus.connection import connect, connect_sync
 from streamcart.bus.embedded import EmbeddedRedis
+from streamcart.bus.embedded_cluster import EmbeddedCluster
 
 # Tests that use any of these need a real server, so they are integration tests.
 _REAL_SERVER_FIXTURES = frozenset({"redis_url", "real_redis", "sync_redis"})
 _DELETE_BATCH = 500
+ON_CLUSTER = os.environ.get("STREAMCART_TEST_CLUSTER") == "1"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a real server with ``integration``."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real server with ``integration``.
+
+    On a cluster only those run (the rest never touch a server), less the
+    ``standalone`` ones.
+    """
     for item in items:
         if _REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    if ON_CLUSTER:
+        keep = [
+            item
+            for item in items
+            if item.get_closest_marker("integration") and not item.get_closest_marker("standalone")
+        ]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``STREAMCART_TEST_REDIS_URL``, else a throwaway embedded server for the session."""
-    url = os.environ.get("STREAMCART_TEST_REDIS_URL")
+    """``STREAMCART_TEST_REDIS_URL``, else a throwaway embedded server for the session.
+
+    With ``STREAMCART_TEST_CLUSTER=1`` (``make test-cluster``) it is
+    ``STREAMCART_TEST_CLUSTER_URL``, else a throwaway cluster of three masters;
+    the URL says ``redis+cluster://``.
+    """
+    url = os.environ.get(
+        "STREAMCART_TEST_CLUSTER_URL" if ON_CLUSTER else "STREAMCART_TEST_REDIS_URL"
+    )
     if url:
         yield url
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
-    url = server.start(daemonize=False)
+    server: EmbeddedRedis | EmbeddedCluster
+    if ON_CLUSTER:
+        server = EmbeddedCluster(tmp_path_factory.mktemp("cluster"))
+        url = server.start()
+    else:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
+        url = server.start(daemonize=False)
     try:
         yield url
     finally:
@@ -53,7 +80,7 @@ def namespace() -> str:
 @pytest.fixture
 async def real_redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]:
     """A client of the real server; the test's namespace is deleted afterwards."""
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect(redis_url)
     try:
         yield client
     finally:
@@ -68,7 +95,7 @@ async def real_redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.R
 @pytest.fixture
 def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
     """A blocking client, for tests that run the CLI (it owns its event loop)."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect_sync(redis_url, decode_responses=True)
     try:
         yield client
     finally:

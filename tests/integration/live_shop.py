@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import redis
 
-from streamcart.bus.connection import connect
+from streamcart.bus.connection import connect, connect_sync
 from streamcart.bus.keys import Keys
 from streamcart.bus.loader import SHOP
 from streamcart.workers.users.tokens import issue, signing_secret
@@ -32,6 +31,15 @@ SETTINGS = [
 ]
 
 
+# What the server or redis-py's cluster client says of a command spanning hash slots.
+SLOT_ERRORS = (
+    "CROSSSLOT",
+    "RedisClusterException",
+    "must map to the same key slot",
+    "when running redis in cluster mode",
+)
+
+
 class LiveShop:
     """The base URL of a running shop, its processes and an admin's headers."""
 
@@ -44,6 +52,16 @@ class LiveShop:
 
     def tails(self) -> str:
         return "\n".join(process.tail() for process in self.processes.values())
+
+    def slot_errors(self) -> list[str]:
+        """Log lines of any process where Redis Cluster refused a command that
+        spans hash slots (only possible on a cluster, and a bug there)."""
+        return [
+            f"{name}: {line}"
+            for name, process in self.processes.items()
+            for line in process.log_path.read_text(errors="replace").splitlines()
+            if any(marker in line for marker in SLOT_ERRORS)
+        ]
 
     def client(self, **headers: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=30, headers=headers)
@@ -103,7 +121,7 @@ def _admin_token(redis_url: str, namespace: str) -> str:
 
 
 def _all_live(redis_url: str, namespace: str, services: tuple[str, ...]) -> bool:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect_sync(redis_url, decode_responses=True)
     try:
         return all(client.zcard(f"{namespace}:instances:{service}") for service in services)
     finally:
@@ -111,7 +129,7 @@ def _all_live(redis_url: str, namespace: str, services: tuple[str, ...]) -> bool
 
 
 def _delete_namespace(redis_url: str, namespace: str) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect_sync(redis_url, decode_responses=True)
     try:
         stale = list(client.scan_iter(match=f"*{namespace}*", count=1000))
         for start in range(0, len(stale), 500):

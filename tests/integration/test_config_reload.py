@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
 
+from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.bus.publisher import Publisher
 from streamcart.bus.worker import WorkerRuntime, run_worker
@@ -100,7 +101,7 @@ async def test_a_change_whose_announcement_is_lost_converges_by_the_version(
         lost.append(args)
         return 0
 
-    writer = Redis.from_url(redis_url, decode_responses=True)
+    writer = connect(redis_url)
     monkeypatch.setattr(writer, "publish", drop)
     try:
         async with worker(redis_url, namespace) as runtime:

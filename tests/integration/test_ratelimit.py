@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.resilience import RateLimit, TokenBucket
 from tests.integration.support import REPO_ROOT, child_env
@@ -71,7 +72,7 @@ async def hammer(
 
 async def child_main(url: str, namespace: str, clients: str, start_us: str) -> None:
     """Entry point of a second process: hammer, then print the result as JSON."""
-    redis = Redis.from_url(url, decode_responses=True)
+    redis = connect(url)
     try:
         result = await hammer(
             redis, namespace, clients=int(clients), start_us=int(start_us), duration_s=HAMMER_S

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import pytest
 from redis.asyncio import Redis
 
+from streamcart.bus.connection import is_cluster_url
 from tests.integration.support import (
     CounterKeys,
     Workers,
@@ -70,7 +71,9 @@ def _cli_base(url: str) -> list[str]:
     assert REDIS_CLI is not None
     parsed = urlparse(url)
     argv = [REDIS_CLI, "-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379)]
-    if parsed.path.strip("/"):
+    if is_cluster_url(url):
+        argv.append("-c")  # follow MOVED redirections; a cluster has only database 0
+    elif parsed.path.strip("/"):
         argv += ["-n", parsed.path.strip("/")]
     if parsed.password:
         argv += ["-a", parsed.password, "--no-auth-warning"]
@@ -80,7 +83,8 @@ def _cli_base(url: str) -> list[str]:
 async def _run_cli(argv: list[str], stdin: str) -> list[str]:
     code, out, err = await run_process(argv, stdin=stdin.encode(), within=30)
     assert code == 0, err
-    return out.split()
+    # On a cluster, redis-cli -c announces each redirection it follows on stdout.
+    return [word for line in out.splitlines() if not line.startswith("->") for word in line.split()]
 
 
 async def _inject(base: list[str], inbox: str, entries: list[tuple[str, ...]]) -> list[str]:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.config.store import ConfigStore
 from streamcart.demo import seed, tour
@@ -38,7 +39,7 @@ def shop(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
 
 @pytest.fixture
 async def shop_redis(shop: LiveShop) -> Any:
-    client = Redis.from_url(shop.redis_url, decode_responses=True)
+    client = connect(shop.redis_url)
     try:
         yield client
     finally:
@@ -311,6 +312,8 @@ async def test_every_invariant_holds_over_everything_above(
     while time.monotonic() < deadline:
         problems = await check_invariants(shop_redis, Keys(shop.namespace))
         if not problems:
-            return
+            break
         await asyncio.sleep(0.5)
-    pytest.fail("\n".join(problems[:30]) + f"\n{shop.tails()}")
+    else:
+        pytest.fail("\n".join(problems[:30]) + f"\n{shop.tails()}")
+    assert shop.slot_errors() == []

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
+from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.workers.invariants import check_invariants
 from tests.integration.live_shop import LiveShop, live_shop
@@ -131,7 +131,7 @@ async def test_a_thousand_orders_through_random_sigkills_keep_every_invariant(
     assert len(set(placed)) == ORDERS
     assert killed >= 10, f"only {killed} processes were killed in {took:.0f} s"
 
-    redis = Redis.from_url(shop.redis_url, decode_responses=True)
+    redis = connect(shop.redis_url)
     try:
         problems: list[str] = []
         deadline = time.monotonic() + 120
@@ -144,3 +144,4 @@ async def test_a_thousand_orders_through_random_sigkills_keep_every_invariant(
     finally:
         await redis.aclose()
     assert not problems, "\n".join(problems[:40]) + f"\n{shop.tails()}"
+    assert shop.slot_errors() == []

@@ -83,12 +83,17 @@ def outbox_fields(out: Outgoing) -> dict[str, str]:
     return fields
 
 
+# A standalone client's pipeline builds the same commands whatever client the
+# worker uses (a cluster pipeline keeps them in another shape); it never connects.
+_RECORDER = Redis(decode_responses=True)
+
+
 def _raw_commands(ctx: Context) -> list[tuple[Any, ...]]:
     """The handler's writes as Redis commands, built by redis-py as it would send them."""
     ops = ctx.tx.ops
     if not ops:
         return []
-    recorder = ctx.redis.pipeline(transaction=False)  # never executed: it only builds commands
+    recorder = _RECORDER.pipeline(transaction=False)  # never executed: it only builds commands
     for command, args, kwargs in ops:
         getattr(recorder, command)(*args, **kwargs)
     return [args for args, _ in recorder.command_stack]
@@ -99,7 +104,10 @@ async def _commit_watched(ctx: Context, outbox: str, done_ttl_s: int) -> list[st
     pipe = ctx.pipe
     assert pipe is not None
     try:
-        if await pipe.exists(ctx.done_key):
+        # Read through the client, not the pipeline: after WATCH any connection's
+        # read is as good (a later change still fails EXEC), and redis-py's
+        # cluster pipeline queues such a read instead of running it.
+        if await ctx.redis.exists(ctx.done_key):
             return None
         pipe.multi()
         for command, args, kwargs in ops:

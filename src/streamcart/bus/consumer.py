@@ -25,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from streamcart.bus import claims, delayed
 from streamcart.bus.commit import Relay, relay_stale, schedule_delayed
+from streamcart.bus.connection import is_cluster
 from streamcart.bus.dispatch import DISCONNECTED, TRIMMED_REASON, Dispatcher, Item, Stats
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
@@ -93,7 +94,9 @@ class Consumer:
         self._drained = False
         self._stopped = asyncio.Event()
         self._ready = asyncio.Event()
-        self._needs_recovery = True
+        self._readers_ready = 0
+        # Bumped to ask every read loop to re-read this consumer's pending entries.
+        self._recovery_requested = 1
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -104,7 +107,11 @@ class Consumer:
         workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
         acker = asyncio.create_task(self._ack_loop())
         side = [
-            asyncio.create_task(self._read_loop()),
+            *(
+                asyncio.create_task(self._read_loop(streams, len(groups)))
+                for groups in [self._read_groups()]
+                for streams in groups
+            ),
             asyncio.create_task(self._every(self._renew_interval, self._renew)),
             asyncio.create_task(self._every(self._reclaim_interval, self._reclaim)),
             asyncio.create_task(self._every(lambda: 0.2, self._move_delayed)),
@@ -156,7 +163,7 @@ class Consumer:
     def request_recovery(self) -> None:
         """Re-read this consumer's pending entries soon, e.g. after claiming
         the entries of a dead instance for it."""
-        self._needs_recovery = True
+        self._recovery_requested += 1
 
     @property
     def in_flight(self) -> int:
@@ -182,15 +189,32 @@ class Consumer:
                 self.log.warning("%d handlers still running after the grace period", self._running)
 
     # -- reading ------------------------------------------------------------
-    async def _read_loop(self) -> None:
-        read_ids = dict.fromkeys(self.streams, ">")
+    def _read_groups(self) -> list[list[str]]:
+        """The streams one XREADGROUP can read together: all of them on a
+        standalone server; on a cluster, those sharing a hash slot."""
+        if not is_cluster(self.redis):
+            return [self.streams]
+        by_slot: dict[int, list[str]] = {}
+        for stream in self.streams:
+            by_slot.setdefault(self.redis.keyslot(stream), []).append(stream)
+        return list(by_slot.values())
+
+    async def _read_loop(self, streams: list[str], readers: int) -> None:
+        """Read ``streams`` for the group; ``readers`` loops do so side by side
+        (one per slot on a cluster), so each may read up to the free room."""
+        read_ids = dict.fromkeys(streams, ">")
+        recovered = 0
         failures = 0
         while not self._stopping:
             try:
-                if self._needs_recovery:
-                    await self._recover_own_pending()
-                    self._needs_recovery = False
-                    self._ready.set()
+                if recovered < self._recovery_requested:
+                    wanted = self._recovery_requested
+                    await self._recover_own_pending(streams)
+                    if not recovered:
+                        self._readers_ready += 1
+                        if self._readers_ready == readers:
+                            self._ready.set()
+                    recovered = wanted
                 room = await self._wait_for_room()
                 if self._stopping:
                     return
@@ -206,23 +230,23 @@ class Consumer:
                     return  # what this last read got stays pending for the next owner
             except DISCONNECTED as exc:
                 failures += 1
-                self._needs_recovery = True
+                self.request_recovery()
                 await self._reconnect_pause(exc, failures)
                 continue
             except ResponseError as exc:
                 if not claims.is_nogroup(exc):
                     raise
                 self.log.warning("consumer group missing (%s); creating it again", exc)
-                await claims.ensure_groups(self.redis, self.streams, self.group)
+                await claims.ensure_groups(self.redis, streams, self.group)
                 continue
             for stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self._enqueue(Item(stream, entry_id, fields, 1))
 
-    async def _recover_own_pending(self) -> None:
+    async def _recover_own_pending(self, streams: list[str]) -> None:
         """Re-read what this consumer name holds pending: work a crashed or
         disconnected predecessor did not acknowledge."""
-        for stream in self.streams:
+        for stream in streams:
             after = "0"
             while not self._stopping:
                 room = await self._wait_for_room()
@@ -302,7 +326,7 @@ class Consumer:
             except DISCONNECTED as exc:
                 # Leave it pending: recovery reads it again once Redis is back.
                 self.log.warning("redis unavailable while handling %s: %s", item.entry_id, exc)
-                self._needs_recovery = True
+                self.request_recovery()
                 self._forget(item)
             except Exception:
                 self.log.exception("internal error handling %s; left pending", item.entry_id)

@@ -66,14 +66,23 @@ class EmbeddedRedis:
     """A Redis-compatible server on 127.0.0.1 that keeps all of its files in ``data_dir``.
 
     ``port=None`` picks a free port at start. ``appendonly`` turns on the AOF (fsynced
-    every second), the only persistence: RDB snapshots are off.
+    every second), the only persistence: RDB snapshots are off. A ``cluster_node``
+    starts in cluster mode, owning no slots until :class:`EmbeddedCluster` assigns them.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendonly: bool = True,
+        *,
+        cluster_node: bool = False,
+    ) -> None:
         # Absolute: the server resolves relative paths against its own --dir.
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.appendonly = appendonly
+        self.cluster_node = cluster_node
         self._url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -185,6 +194,8 @@ class EmbeddedRedis:
             args += ["--appendfsync", "everysec"]
         if daemonize:
             args += ["--logfile", str(self.logfile)]
+        if self.cluster_node:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         return args
 
     def _launch(self, port: int, url: str, *, daemonize: bool) -> bool:

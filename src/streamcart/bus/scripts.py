@@ -6,6 +6,7 @@ Scripts run by SHA; after a Redis restart empties the script cache, the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from importlib.resources import files
@@ -13,6 +14,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from streamcart.bus.connection import is_cluster
 
 Arg = str | int | float | bytes
 
@@ -37,9 +40,15 @@ class Script:
     async def run_many(
         self, redis: Redis, calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]
     ) -> list[Any]:
-        """Run the script once per (keys, args) in one pipelined round trip."""
+        """Run the script once per (keys, args) in one pipelined round trip.
+
+        A cluster client refuses scripts in a pipeline (their keys may live on
+        different nodes), so there the calls go concurrently instead.
+        """
         if not calls:
             return []
+        if is_cluster(redis):
+            return list(await asyncio.gather(*(self(redis, keys, args) for keys, args in calls)))
         try:
             return await self._pipelined(redis, calls)
         except NoScriptError:

@@ -136,7 +136,7 @@ def _keep_block_below_timeout(
 ) -> ServiceOptions:
     """Keep ``block_ms`` under the socket timeout the connection was opened
     with: a longer blocking read would time out as if Redis were gone."""
-    timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    timeout = redis.get_connection_kwargs().get("socket_timeout")
     if timeout is None or options.block_ms / 1000 + _BLOCK_MARGIN_S <= timeout:
         return options
     log.warning(

@@ -7,7 +7,10 @@ import time
 from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
+from streamcart.bus.scripts import Script
 from streamcart.registry.instances import Instance, Registry
+
+_alive = Script("alive.lua", "streamcart.registry")
 
 
 class Discovery:
@@ -32,12 +35,9 @@ class Discovery:
             seen = self._seen_alive.get(service)
             if seen is not None and (time.monotonic() - seen) * 1000 < self.cache_ms:
                 return True
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.zrange(self.keys.instances(service), -1, -1, withscores=True)
-            (seconds, micros), newest = await pipe.execute()
-        now = int(seconds) * 1000 + int(micros) // 1000
-        alive = bool(newest) and newest[0][1] >= now - self.registry.ttl_ms
+        alive = bool(
+            await _alive(self.redis, [self.keys.instances(service)], [self.registry.ttl_ms])
+        )
         if alive and self.cache_ms:
             self._seen_alive[service] = time.monotonic()
         return alive

@@ -13,6 +13,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
+from streamcart.registry.clock import redis_now_ms
 from streamcart.registry.instances import Instance
 from streamcart.resilience.breaker_board import BreakerReport, fresh_reports
 
@@ -73,13 +74,12 @@ class _About(msgspec.Struct):
 
 
 async def take_snapshot(redis: Redis, keys: Keys) -> Snapshot:
-    """The state of every known service, read in three round trips."""
+    """The state of every known service, read in four round trips."""
+    now = await redis_now_ms(redis)  # alone: a cluster client pipelines no TIME
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         pipe.hgetall(keys.services())
         pipe.hgetall(keys.breakers())
-        (seconds, micros), known, breakers = await pipe.execute()
-    now = int(seconds) * 1000 + int(micros) // 1000
+        known, breakers = await pipe.execute()
     services = {name: msgspec.json.decode(about, type=_About) for name, about in known.items()}
 
     async with redis.pipeline(transaction=False) as pipe:

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from streamcart.bus.connection import connect_sync
 from streamcart.bus.keys import Keys
 from streamcart.errors import ConfigurationError
 from streamcart.telemetry import tracing
@@ -54,7 +55,7 @@ class RedisSpanExporter:
     ) -> None:
         self.stream = keys.traces()
         self.keep = keep
-        self._redis = redis.Redis.from_url(
+        self._redis = connect_sync(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._add = self._redis.register_script(_ADD_SPANS)

@@ -3,6 +3,8 @@ intersects the word sets, the last word matching as a prefix."""
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 
 from streamcart.workers.catalog.index import listed_as, sku_of, words
@@ -48,9 +50,9 @@ async def _matching(redis: Redis, keys: CatalogKeys, query: list[str]) -> set[st
     completions = await redis.zrangebylex(keys.vocabulary(), b"[" + prefix, b"(" + prefix + b"\xff")
     if not completions:
         return set()
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.sunion([keys.token(word) for word in completions])
-        if whole:
-            pipe.sinter([keys.token(word) for word in whole])
-        found = await pipe.execute()
+    # Side by side, not pipelined: a cluster client pipelines no multi-key command.
+    lookups = [redis.sunion([keys.token(word) for word in completions])]
+    if whole:
+        lookups.append(redis.sinter([keys.token(word) for word in whole]))
+    found = await asyncio.gather(*lookups)
     return set.intersection(*(set(skus) for skus in found))

@@ -16,6 +16,7 @@ marker, exactly once. Keys (under ``{<ns>:recommendations}``):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -135,10 +136,15 @@ async def _popular_in(ctx: Context, categories: set[str], top: int) -> dict[str,
     or is sold before the catalog announces it is counted where it is now."""
     if not categories:
         return {}
-    pipe = ctx.redis.pipeline(transaction=False)
-    for category in sorted(categories):
-        pipe.zinter({ctx.key(POPULAR): 1, ctx.key("category", category): 0}, withscores=True)
-    results = await pipe.execute()
+    # Side by side, not pipelined: a cluster client pipelines no multi-key command.
+    results = await asyncio.gather(
+        *(
+            ctx.redis.zinter(
+                {ctx.key(POPULAR): 1, ctx.key("category", category): 0}, withscores=True
+            )
+            for category in sorted(categories)
+        )
+    )
     return {
         category: sorted(scored, key=lambda pair: (-pair[1], pair[0]))[:top]
         for category, scored in zip(sorted(categories), results, strict=True)

@@ -191,7 +191,8 @@ async def create_account(
         for _ in range(_WATCH_TRIES):
             try:
                 await pipe.watch(taken)
-                if await pipe.exists(taken):
+                # Read through the client: see bus.commit._commit_watched.
+                if await redis.exists(taken):
                     raise ConflictError("email already registered")
                 pipe.multi()
                 pipe.set(taken, account.user_id)

@@ -1,0 +1,117 @@
+"""A Redis Cluster of embedded servers on 127.0.0.1, for tests and benchmarks.
+
+Each master is an :class:`EmbeddedRedis` in cluster mode with its own data
+directory; the slots are split evenly with ``CLUSTER ADDSLOTSRANGE`` and the
+nodes introduced with ``CLUSTER MEET``, the same steps ``redis-cli --cluster
+create`` takes, without replicas.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from pathlib import Path
+
+import redis
+
+from streamcart.bus.embedded import HOST, EmbeddedRedis
+from streamcart.errors import RedisUnavailableError
+
+SLOTS = 16_384
+# A node also listens on its port + 10000 for the cluster bus.
+BUS_PORT_OFFSET = 10_000
+_PORTS = (20_000, 65_535 - BUS_PORT_OFFSET)
+FORM_TIMEOUT_S = 20.0
+_POLL_S = 0.05
+
+
+class EmbeddedCluster:
+    """``masters`` cluster-mode servers under ``data_dir``, joined into one cluster."""
+
+    def __init__(self, data_dir: Path, masters: int = 3) -> None:
+        if masters < 1:
+            raise ValueError("a cluster needs at least one master")
+        self.nodes = [
+            EmbeddedRedis(
+                Path(data_dir) / f"node-{index}",
+                port=_free_node_port(),
+                appendonly=False,
+                cluster_node=True,
+            )
+            for index in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The cluster's URL: any one node, with the scheme that asks for a cluster client."""
+        return self.nodes[0].url.replace("redis://", "redis+cluster://", 1)
+
+    @property
+    def node_urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> str:
+        """Start every node, assign the slots, join them; return :attr:`url` once all agree."""
+        try:
+            for node in self.nodes:
+                node.start(daemonize=False)
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def _form(self) -> None:
+        clients = [redis.Redis.from_url(url, decode_responses=True) for url in self.node_urls]
+        try:
+            share = SLOTS // len(clients)
+            for index, client in enumerate(clients):
+                last = SLOTS - 1 if index == len(clients) - 1 else (index + 1) * share - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)
+            first = clients[0]
+            for node in self.nodes[1:]:
+                first.execute_command("CLUSTER", "MEET", HOST, _port(node.url))
+            deadline = time.monotonic() + FORM_TIMEOUT_S
+            while not all(_sees_whole_cluster(client, len(clients)) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RedisUnavailableError(
+                        f"the cluster did not form within {FORM_TIMEOUT_S:g} s; "
+                        f"see {self.nodes[0].logfile}"
+                    )
+                time.sleep(_POLL_S)
+        finally:
+            for client in clients:
+                client.close()
+
+
+def _free_node_port() -> int:
+    """A port free for the node and for its cluster bus port."""
+    while True:
+        port = random.randint(*_PORTS)
+        if all(_is_free(candidate) for candidate in (port, port + BUS_PORT_OFFSET)):
+            return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def _sees_whole_cluster(client: redis.Redis, masters: int) -> bool:
+    info = client.execute_command("CLUSTER", "INFO")
+    text = info if isinstance(info, str) else info.decode()
+    fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(masters)
