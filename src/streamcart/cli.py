@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -24,16 +25,19 @@ from rich.console import Console
 from streamcart.app import configure_logging, demo_main, monitor_main, worker_main
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
-from streamcart.bus.loader import SHOP, load_service
+from streamcart.bus.loader import load_service
 from streamcart.bus.pool import Pool
 from streamcart.bus.publisher import Publisher
 from streamcart.bus.rpc import RpcClient
 from streamcart.cli_config import config_group
+from streamcart.cli_deploy import deploy_group, deployment_option
 from streamcart.cli_dlq import dlq_group
 from streamcart.cli_trace import trace_group
 from streamcart.cli_users import users_group
 from streamcart.config import Settings
+from streamcart.deployment import Deployment
 from streamcart.errors import ConfigurationError, StreamcartError
+from streamcart.registry import Discovery
 from streamcart.telemetry.export import check_env as check_tracing_env
 from streamcart.telemetry.serving import pool_metrics, process_metrics
 
@@ -174,42 +178,57 @@ def worker(
 
 
 @main.command()
+@deployment_option
 @click.option(
     "--processes",
     "-p",
-    default=1,
-    show_default=True,
     type=click.IntRange(1, 64),
-    help="Worker processes per service.",
+    help="Worker processes of every service, instead of those of the deployment file.",
 )
 @_metrics_port
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
-              help="Port of the HTTP gateway (on 127.0.0.1).")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port of the HTTP gateway (on 127.0.0.1); default: the deployment file's.",
+)
 @click.option(
     "--demo",
     is_flag=True,
     help="Also fill the shop (products, stock, a shopper, an admin); print a tour.",
 )
 @pass_state
-def up(state: State, processes: int, metrics_port: int | None, port: int, demo: bool) -> None:
-    """Start the whole shop: Redis (embedded unless a URL is set), every service,
-    the health monitor and the HTTP gateway."""
+def up(
+    state: State,
+    deployment: Deployment,
+    processes: int | None,
+    metrics_port: int | None,
+    port: int | None,
+    demo: bool,
+) -> None:
+    """Start the whole shop: Redis (embedded unless a URL is set), the services
+    of the deployment file (with its processes and concurrency), the health
+    monitor if it says so, and the HTTP gateway."""
     _check_tracing_env()
     from streamcart.gateway import gateway_main
 
     url = state.redis_url()
     namespace = state.settings.namespace
+    port = port or deployment.gateway.port
+    services = deployment.services
     console.print(
-        f"[bold]streamcart[/] up on {url}; services: {', '.join(SHOP)}; "
+        f"[bold]streamcart[/] up on {url}; services: {', '.join(services)}; "
         f"gateway http://127.0.0.1:{port} (API docs at /schema). Ctrl-C stops."
     )
     spawn = multiprocessing.get_context("spawn")
     helpers = [
-        spawn.Process(target=monitor_main, args=(url, namespace, _level()), name="monitor"),
         spawn.Process(
             target=gateway_main, args=(url, namespace, "127.0.0.1", port, _level()), name="gateway"
         ),
     ]
+    if deployment.monitor:
+        helpers.append(
+            spawn.Process(target=monitor_main, args=(url, namespace, _level()), name="monitor")
+        )
     if demo:
         helpers.append(spawn.Process(target=demo_main, args=(url, namespace, port), name="demo"))
     for helper in helpers:
@@ -217,9 +236,10 @@ def up(state: State, processes: int, metrics_port: int | None, port: int, demo: 
     try:
         with pool_metrics(metrics_port) as on_child_exit:
             Pool(
-                dict.fromkeys(SHOP, processes),
+                {spec: processes or plan.processes for spec, plan in services.items()},
                 url,
                 namespace=state.settings.namespace,
+                concurrency={spec: plan.concurrency for spec, plan in services.items()},
                 entry=worker_main,
                 metrics=metrics_port is not None,
                 on_child_exit=on_child_exit,
@@ -278,6 +298,34 @@ def monitor_command(state: State) -> None:
     monitor_main(state.redis_url(), state.settings.namespace, _level())
 
 
+@main.command()
+@click.argument("spec", metavar="SERVICE", callback=_service_spec)
+@click.option("--host", default=socket.gethostname, show_default="this machine's hostname",
+              help="The host the instance must run on.")  # fmt: skip
+@pass_state
+def health(state: State, spec: str, host: str) -> None:
+    """Exit 0 when an instance of SERVICE on HOST is alive (it heartbeated within
+    its instance_ttl_ms), else print why and exit 1; also 1 when Redis fails.
+
+    Kubernetes probes run it in the worker's own container, whose hostname
+    is the one its instances register with.
+    """
+    service = load_service(spec)  # the callback checked it loads
+    ttl_ms = service.options.instance_ttl_ms
+    live = state.run(lambda r: Discovery(r, state.keys, ttl_ms=ttl_ms).instances(service.name))
+    here = [instance for instance in live if instance.host == host]
+    if here:
+        click.echo(f"{service.name}: {len(here)} live instance(s) on {host}")
+        return
+    elsewhere = sorted({instance.host for instance in live})
+    where = f"live ones run on {', '.join(elsewhere)}" if elsewhere else "none anywhere"
+    click.echo(
+        f"{service.name}: no instance on {host} heartbeated in the last {ttl_ms} ms ({where})",
+        err=True,
+    )
+    click.get_current_context().exit(1)
+
+
 def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         decoded = json.loads(value)
@@ -333,6 +381,7 @@ def call_command(state: State, target: str, data: str, timeout: float) -> None:
 
 
 main.add_command(config_group)
+main.add_command(deploy_group)
 main.add_command(dlq_group)
 main.add_command(trace_group)
 main.add_command(users_group)

@@ -17,12 +17,15 @@ import multiprocessing
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 log = logging.getLogger("streamcart.pool")
 _SPAWN = multiprocessing.get_context("spawn")
+DEFAULT_CONCURRENCY = 32
+# How long a stopping pool waits for its children to drain before killing them.
+GRACE_S = 15.0
 
 
 # The entry of a child: (spec, redis_url, namespace, concurrency, token, log level, metrics).
@@ -43,6 +46,9 @@ class _Slot:
 class Pool:
     """Child processes per service: ``services`` maps a service spec to a count.
 
+    ``concurrency`` is the handlers each child runs at once: one number for
+    every service, or one per spec (a spec it leaves out gets
+    ``DEFAULT_CONCURRENCY``).
     ``metrics`` is handed to every child's entry; ``on_child_exit`` gets the pid
     of every child reaped (so the metrics server can drop its live gauges).
     """
@@ -53,9 +59,9 @@ class Pool:
         redis_url: str,
         *,
         namespace: str = "sc",
-        concurrency: int = 32,
+        concurrency: int | Mapping[str, int] = DEFAULT_CONCURRENCY,
         entry: ChildMain,
-        grace_s: float = 15.0,
+        grace_s: float = GRACE_S,
         max_backoff_s: float = 30.0,
         healthy_after_s: float = 5.0,
         metrics: bool = False,
@@ -92,6 +98,11 @@ class Pool:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def concurrency_of(self, spec: str) -> int:
+        if isinstance(self.concurrency, int):
+            return self.concurrency
+        return self.concurrency.get(spec, DEFAULT_CONCURRENCY)
+
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process and s.process.pid]
 
@@ -105,7 +116,7 @@ class Pool:
                 slot.spec,
                 self.redis_url,
                 self.namespace,
-                self.concurrency,
+                self.concurrency_of(slot.spec),
                 slot.token,
                 logging.getLogger().getEffectiveLevel(),
                 self.metrics,
