@@ -104,10 +104,7 @@ async def _commit_watched(ctx: Context, outbox: str, done_ttl_s: int) -> list[st
     pipe = ctx.pipe
     assert pipe is not None
     try:
-        # Read through the client, not the pipeline: after WATCH any connection's
-        # read is as good (a later change still fails EXEC), and redis-py's
-        # cluster pipeline queues such a read instead of running it.
-        if await ctx.redis.exists(ctx.done_key):
+        if await pipe.exists(ctx.done_key):
             return None
         pipe.multi()
         for command, args, kwargs in ops:

@@ -9,6 +9,7 @@ streamcart is the same on both: every multi-key command stays in one hash slot.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.asyncio import Redis, RedisCluster
@@ -48,19 +49,68 @@ def connect(url: str, *, options: ServiceOptions | None = None) -> Redis:
     }
     if is_cluster_url(url):
         # Typed as Redis: the cluster client answers the same commands.
-        cluster: Any = RedisCluster.from_url(node_url(url), **settings)
+        cluster: Any = ClusterClient.from_url(node_url(url), **settings)
+        cluster.node_settings = (node_url(url), settings)
         return cluster
     return Redis.from_url(url, **settings)
+
+
+class ClusterClient(RedisCluster):  # type: ignore[misc]  # redis-py is untyped here
+    """redis-py's cluster client, plus a plain client per node for transactions.
+
+    redis-py's cluster pipeline runs every command between WATCH and MULTI on
+    a thread of its own with a new event loop, blocking the worker's loop each
+    time; the keys of a transaction share a slot, so the standalone client of
+    the node owning it does the same job the ordinary way.
+    """
+
+    node_settings: tuple[str, dict[str, Any]]
+
+    def node_client(self, key: str) -> Redis:
+        node = self.get_node_from_key(key)
+        clients: dict[str, Redis] = self.__dict__.setdefault("_node_clients", {})
+        client = clients.get(node.name)
+        if client is None:
+            url, settings = self.node_settings
+            parts = urlsplit(url)
+            credentials = parts.netloc.rpartition("@")[0]
+            netloc = f"{credentials}@{node.host}:{node.port}" if credentials else node.name
+            client = Redis.from_url(parts._replace(netloc=netloc).geturl(), **settings)
+            clients[node.name] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.__dict__.pop("_node_clients", {}).values():
+            await client.aclose()
+        await super().aclose()
+
+
+async def transaction(client: Redis, key: str) -> Any:
+    """A ``MULTI`` pipeline (``WATCH`` allowed) for keys in ``key``'s slot: on
+    ``client`` itself, or on a cluster through the plain client of the slot's node."""
+    if isinstance(client, ClusterClient):
+        await client.initialize()  # learns the slots on first use; a no-op after
+        return client.node_client(key).pipeline(transaction=True)
+    return client.pipeline(transaction=True)
 
 
 def connect_sync(url: str, **settings: Any) -> redis.Redis:
     """A blocking client (standalone or cluster, as :func:`connect` chooses)."""
     if is_cluster_url(url):
-        cluster: Any = redis.RedisCluster.from_url(node_url(url), **settings)
+        cluster: Any = SyncClusterClient.from_url(node_url(url), **settings)
         return cluster
     return redis.Redis.from_url(url, **settings)
 
 
-def is_cluster(redis: Redis) -> bool:
-    """Whether ``redis`` is a cluster client (some pipelines differ there)."""
-    return isinstance(redis, RedisCluster)
+class SyncClusterClient(redis.RedisCluster):  # type: ignore[misc]  # redis-py is untyped here
+    """redis-py's blocking cluster client, whose ``close`` closes its sockets too
+    (redis-py's leaves each node's connections open)."""
+
+    def close(self) -> None:
+        self.disconnect_connection_pools()
+        super().close()
+
+
+def is_cluster(client: Redis) -> bool:
+    """Whether ``client`` is a cluster client (some pipelines differ there)."""
+    return isinstance(client, RedisCluster)

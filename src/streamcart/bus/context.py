@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from streamcart.bus.connection import transaction
 from streamcart.bus.envelope import Envelope, Fields, build_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
@@ -136,7 +137,7 @@ class Context:
         Call it before reading the keys.
         """
         if self.pipe is None:
-            self.pipe = self.redis.pipeline(transaction=True)
+            self.pipe = await transaction(self.redis, self.done_key)
             await self.pipe.watch(self.done_key, *keys)
         else:
             await self.pipe.watch(*keys)

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from streamcart.bus.connection import transaction
 from streamcart.bus.envelope import build_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.scripts import Script
@@ -93,8 +94,9 @@ class ConfigStore:
 
     async def snapshot(self, *scopes: str) -> Snapshot:
         """The version and the given scopes, read atomically (one slot, one MULTI)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.config_version())
+        version_key = self.keys.config_version()
+        async with await transaction(self.redis, version_key) as pipe:
+            pipe.get(version_key)
             for scope in scopes:
                 pipe.hgetall(self.keys.config_scope(_checked(scope)))
             version, *hashes = await pipe.execute()

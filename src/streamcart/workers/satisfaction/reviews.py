@@ -15,6 +15,7 @@ import uuid
 import msgspec
 from redis.asyncio import Redis
 
+from streamcart.bus.connection import transaction
 from streamcart.bus.context import Context
 from streamcart.bus.service import Service
 from streamcart.errors import ConflictError, InvalidError, NotFoundError
@@ -172,7 +173,7 @@ def add_review_handlers(service: Service) -> None:
             )
         published = keys.published(ctx, msg.sku)
         # One transaction, so the page, the total and the sum agree.
-        async with ctx.redis.pipeline(transaction=True) as pipe:
+        async with await transaction(ctx.redis, published) as pipe:
             pipe.zrevrange(published, msg.offset, msg.offset + msg.limit - 1)
             pipe.zcard(published)
             pipe.hget(keys.rating_sums(ctx), msg.sku)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from streamcart.bus.connection import transaction
 from streamcart.bus.context import Context
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.service import Service
@@ -38,8 +39,9 @@ def build(options: ServiceOptions | None = None) -> Service:
     async def summary(msg: GetSummary, ctx: Context) -> Summary:
         """Review and survey counts, the NPS and the latest survey comments."""
         settings: SatisfactionSettings = ctx.config or SatisfactionSettings()
-        async with ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.counts(ctx))
+        counts_key = keys.counts(ctx)
+        async with await transaction(ctx.redis, counts_key) as pipe:
+            pipe.hgetall(counts_key)
             pipe.lrange(keys.feedback(ctx), 0, settings.recent_feedback - 1)
             stored, notes = await pipe.execute()
         counts = {field: int(value) for field, value in stored.items()}

@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from streamcart.bus.connection import transaction
 from streamcart.bus.keys import Keys
 from streamcart.bus.publisher import Publisher
 from streamcart.errors import ConflictError, InvalidError, WriteConflictError
@@ -187,12 +188,11 @@ async def create_account(
     if await redis.exists(taken):  # before the slow hash
         raise ConflictError("email already registered")
     account = await new_account(email, password, name, role)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with await transaction(redis, taken) as pipe:
         for _ in range(_WATCH_TRIES):
             try:
                 await pipe.watch(taken)
-                # Read through the client: see bus.commit._commit_watched.
-                if await redis.exists(taken):
+                if await pipe.exists(taken):
                     raise ConflictError("email already registered")
                 pipe.multi()
                 pipe.set(taken, account.user_id)
