@@ -171,7 +171,7 @@ class EmbeddedRedis:
         if prefer_previous:
             with contextlib.suppress(OSError, ValueError):
                 previous = int(self.urlfile.read_text().strip().rsplit(":", 1)[1].split("/")[0])
-                if _port_is_free(previous):
+                if port_is_free(previous):
                     return previous
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((HOST, 0))
@@ -342,7 +342,7 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((HOST, port))

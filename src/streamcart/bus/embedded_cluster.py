@@ -9,13 +9,12 @@ create`` takes, without replicas.
 from __future__ import annotations
 
 import random
-import socket
 import time
 from pathlib import Path
 
 import redis
 
-from streamcart.bus.embedded import HOST, EmbeddedRedis
+from streamcart.bus.embedded import HOST, EmbeddedRedis, port_is_free
 from streamcart.errors import RedisUnavailableError
 
 SLOTS = 16_384
@@ -93,17 +92,8 @@ def _free_node_port() -> int:
     """A port free for the node and for its cluster bus port."""
     while True:
         port = random.randint(*_PORTS)
-        if all(_is_free(candidate) for candidate in (port, port + BUS_PORT_OFFSET)):
+        if all(port_is_free(candidate) for candidate in (port, port + BUS_PORT_OFFSET)):
             return port
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _port(url: str) -> int:
