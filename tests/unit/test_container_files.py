@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from streamcart.bus.loader import SHOP
 from streamcart.cli import main
+from streamcart.deployment import load_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -187,6 +188,20 @@ def test_every_command_is_a_valid_streamcart_invocation() -> None:
     ports = _compose()["services"]["gateway"]["ports"]
     published = {str(port).rsplit(":", 1)[-1] for port in ports}
     assert str(gateway.params["port"]) in published
+
+
+def test_compose_runs_what_the_shops_deployment_file_describes() -> None:
+    """compose.yaml follows src/streamcart/shop.toml, the file `streamcart up`
+    and `streamcart deploy kubernetes` read: change one, change the other."""
+    deployment = load_deployment()
+    commands = {name: _resolve(spec["command"]) for name, spec in _streamcart_services().items()}
+    workers = {name for name, ctx in commands.items() if ctx.info_name == "worker"}
+    assert workers == set(deployment.services)
+    for name, plan in deployment.services.items():
+        assert commands[name].params["processes"] == plan.processes, name
+        assert commands[name].params["concurrency"] == plan.concurrency, name
+    assert commands["gateway"].params["port"] == deployment.gateway.port
+    assert ("monitor" in commands) == deployment.monitor
 
 
 def test_every_streamcart_container_uses_the_image_and_a_healthy_redis() -> None:
