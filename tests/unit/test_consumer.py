@@ -331,6 +331,29 @@ async def test_writes_outside_the_service_slot_are_refused(fake_redis: FakeAsync
     assert await fake_redis.get("elsewhere") is None
 
 
+async def test_watching_a_key_outside_the_service_slot_is_refused(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    """On a standalone server the transaction would work; on a cluster it could not."""
+    svc = Service("counter", options=ServiceOptions(block_ms=20, max_attempts=1))
+
+    @svc.on("counter.stray")
+    async def stray(msg: Job, ctx: Context) -> None:
+        await ctx.watch(ctx.key("mine"), "elsewhere")
+        ctx.tx.set(ctx.key("mine"), "1")
+
+    await Publisher(fake_redis, KEYS).publish("counter.stray", {"name": "x"}, to="counter")
+    async with running(svc, fake_redis):
+
+        async def dead_lettered() -> bool:
+            return len(await dead(fake_redis)) == 1
+
+        await eventually(dead_lettered)
+    error = (await dead(fake_redis))[0]["dlq_error"]
+    assert "watch('elsewhere'): watched keys must be keys of the service's own slot" in error
+    assert await fake_redis.get(KEYS.state("counter", "mine")) is None
+
+
 async def test_outbox_entries_left_by_a_crash_are_relayed(fake_redis: FakeAsyncRedis) -> None:
     outbox = KEYS.outbox("counter")
     fields = {

@@ -136,6 +136,14 @@ class Context:
 
         Call it before reading the keys.
         """
+        tag = self.keys.service_tag(self.service.name)
+        strays = [key for key in keys if not key.startswith(tag)]
+        if strays:
+            # The transaction would span slots: refused here, not only on a cluster.
+            raise ConfigurationError(
+                f"watch({', '.join(map(repr, strays))}): watched keys must be keys of the "
+                f"service's own slot; build them with ctx.key(...)"
+            )
         if self.pipe is None:
             self.pipe = await transaction(self.redis, self.done_key)
             await self.pipe.watch(self.done_key, *keys)
