@@ -18,9 +18,11 @@ from streamcart.bus.embedded import HOST, EmbeddedRedis, port_is_free
 from streamcart.errors import RedisUnavailableError
 
 SLOTS = 16_384
-# A node also listens on its port + 10000 for the cluster bus.
+# A node also listens on its port + 10000 for the cluster bus. Both stay below
+# Linux's ephemeral range (32768 and up), where outgoing connections take ports.
 BUS_PORT_OFFSET = 10_000
-_PORTS = (20_000, 65_535 - BUS_PORT_OFFSET)
+_PORTS = (10_000, 22_767)
+_START_ATTEMPTS = 3
 FORM_TIMEOUT_S = 20.0
 _POLL_S = 0.05
 
@@ -31,15 +33,7 @@ class EmbeddedCluster:
     def __init__(self, data_dir: Path, masters: int = 3) -> None:
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
-        self.nodes = [
-            EmbeddedRedis(
-                Path(data_dir) / f"node-{index}",
-                port=_free_node_port(),
-                appendonly=False,
-                cluster_node=True,
-            )
-            for index in range(masters)
-        ]
+        self.nodes = [_node(Path(data_dir) / f"node-{index}") for index in range(masters)]
 
     @property
     def url(self) -> str:
@@ -53,13 +47,24 @@ class EmbeddedCluster:
     def start(self) -> str:
         """Start every node, assign the slots, join them; return :attr:`url` once all agree."""
         try:
-            for node in self.nodes:
-                node.start(daemonize=False)
+            for index in range(len(self.nodes)):
+                self._start_node(index)
             self._form()
         except BaseException:
             self.stop()
             raise
         return self.url
+
+    def _start_node(self, index: int) -> None:
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self.nodes[index].start(daemonize=False)
+                return
+            except RedisUnavailableError:
+                # Another process took the port since we found it free: another one.
+                if attempt == _START_ATTEMPTS - 1:
+                    raise
+                self.nodes[index] = _node(self.nodes[index].data_dir)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -86,6 +91,10 @@ class EmbeddedCluster:
         finally:
             for client in clients:
                 client.close()
+
+
+def _node(data_dir: Path) -> EmbeddedRedis:
+    return EmbeddedRedis(data_dir, port=_free_node_port(), appendonly=False, cluster_node=True)
 
 
 def _free_node_port() -> int:
