@@ -1,6 +1,6 @@
 """Bus throughput against the raw redis-py ceiling, measured in the same run.
 
-    python bench/bus.py [--messages 50000] [--redis-url URL]
+    python bench/bus.py [--messages 50000] [--redis-url URL | --cluster]
 
 Prints messages/s for raw pipelined XADD, streamcart's batch publish, a raw
 XREADGROUP(COUNT 100) + pipelined XACK loop with msgspec decoding, and
@@ -160,9 +160,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=32)
-    add_redis_option(parser)
+    add_redis_option(parser, cluster=True)
     args = parser.parse_args()
-    with redis_for_bench(args.redis_url) as url:
+    with redis_for_bench(args.redis_url, cluster=args.cluster) as url:
         asyncio.run(main(url, args.messages, args.concurrency))
 
 
