@@ -106,12 +106,9 @@ class Consumer:
         await self._retrying(lambda: claims.ensure_groups(self.redis, self.streams, self.group))
         workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
         acker = asyncio.create_task(self._ack_loop())
+        groups = self._read_groups()
         side = [
-            *(
-                asyncio.create_task(self._read_loop(streams, len(groups)))
-                for groups in [self._read_groups()]
-                for streams in groups
-            ),
+            *(asyncio.create_task(self._read_loop(streams, len(groups))) for streams in groups),
             asyncio.create_task(self._every(self._renew_interval, self._renew)),
             asyncio.create_task(self._every(self._reclaim_interval, self._reclaim)),
             asyncio.create_task(self._every(lambda: 0.2, self._move_delayed)),
