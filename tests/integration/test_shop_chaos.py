@@ -37,6 +37,7 @@ KILL_EVERY_S = 0.5
 # A child is killed once it has run this long: one killed again while it starts
 # up tests the pool's crash-loop backoff, not the shop.
 MIN_AGE_S = 2.0
+MIN_KILLS = 20
 PLACE_WITHIN_S = 180.0
 ADDRESS = {"name": "Li Lei", "line1": "1 Nanjing Rd", "city": "Shanghai", "zone": "local",
            "postcode": "200000"}  # fmt: skip
@@ -82,11 +83,13 @@ async def place_with_retries(client: httpx.AsyncClient, body: dict[str, object],
 
 
 async def killer(shop: LiveShop, stop: asyncio.Event) -> int:
-    """SIGKILL a random child of a random pool every KILL_EVERY_S; returns how many."""
+    """SIGKILL a random child of a random pool every KILL_EVERY_S, until ``stop``
+    and at least MIN_KILLS (a fast shop places its orders before that: the
+    sagas behind them are still running); returns how many."""
     killed = 0
     pools = [shop.processes[name].pid for name in SAGA]
     first_seen: dict[int, float] = {}
-    while not stop.is_set():
+    while not stop.is_set() or killed < MIN_KILLS:
         await asyncio.sleep(KILL_EVERY_S)
         now = time.monotonic()
         children = sorted(pool_workers(random.choice(pools)))
@@ -129,7 +132,6 @@ async def test_a_thousand_orders_through_random_sigkills_keep_every_invariant(
         took = time.monotonic() - started
     print(f"placed {len(placed)} orders in {took:.1f} s, {killed} processes killed")
     assert len(set(placed)) == ORDERS
-    assert killed >= 10, f"only {killed} processes were killed in {took:.0f} s"
 
     redis = connect(shop.redis_url)
     try:
