@@ -13,7 +13,7 @@ import redis
 from streamcart.bus.embedded import EmbeddedRedis, default_data_dir, ensure_embedded
 from streamcart.errors import RedisUnavailableError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.standalone]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from tests.integration.support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.standalone]
 
 FAST_COUNTER = "tests.integration.services:fast_counter"
 TOTAL = 2_000
