@@ -136,3 +136,15 @@ def _delete_namespace(redis_url: str, namespace: str) -> None:
             client.delete(*stale[start : start + 500])
     finally:
         client.close()
+
+
+async def shopper(shop: LiveShop) -> dict[str, str]:
+    """A registered, logged-in user's headers."""
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    account = {"email": email, "password": "s3cret-pass", "name": "Shopper"}
+    async with shop.client() as client:
+        assert (await client.post("/api/users/register", json=account)).status_code == 201
+        login = await client.post("/api/users/login", json={"email": email,
+                                                           "password": "s3cret-pass"})  # fmt: skip
+        assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['token']}"}

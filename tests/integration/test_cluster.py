@@ -7,7 +7,6 @@ These run in the cluster tier (``make test-cluster``) and skip on a standalone s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 
 import msgspec
 import pytest
@@ -94,12 +93,8 @@ async def test_a_worker_consumes_streams_that_live_on_different_nodes(
             await publisher.publish(f"{topic}.noted", {"text": topic})
         await publisher.publish("listener.note", {"text": "command"}, to="listener")
 
-        async def seen() -> set[str]:
-            return set(await cluster.smembers(keys.state("listener", "seen")))
+        async def seen_all() -> bool:
+            seen = await cluster.smembers(keys.state("listener", "seen"))
+            return set(seen) == {*topics, "command"}
 
-        everything = {*topics, "command"}
-        await wait_for(lambda: _equal(seen(), everything), within=10, what="every stream read")
-
-
-async def _equal(found: Awaitable[set[str]], expected: set[str]) -> bool:
-    return await found == expected
+        await wait_for(seen_all, within=10, what="every stream read")

@@ -24,7 +24,7 @@ from streamcart.config.store import ConfigStore
 from streamcart.demo import seed, tour
 from streamcart.workers.invariants import check_invariants
 from streamcart.workers.payments.provider import SandboxProvider
-from tests.integration.live_shop import LiveShop, live_shop
+from tests.integration.live_shop import LiveShop, live_shop, shopper
 
 ADDRESS = {"name": "Li Lei", "line1": "1 Nanjing Rd", "city": "Shanghai", "zone": "local",
            "postcode": "200000"}  # fmt: skip
@@ -62,18 +62,6 @@ async def product(shop: LiveShop, *, price: int = 1_000, stock: int = 10, **extr
             added = await admin.post(f"/api/inventory/{new}/stock", json={"qty": stock})
             assert added.status_code == 200, added.text
     return new
-
-
-async def shopper(shop: LiveShop) -> dict[str, str]:
-    """A registered, logged-in user's headers."""
-    email = f"{uuid.uuid4().hex[:10]}@example.com"
-    account = {"email": email, "password": "s3cret-pass", "name": "Shopper"}
-    async with shop.client() as client:
-        assert (await client.post("/api/users/register", json=account)).status_code == 201
-        login = await client.post("/api/users/login", json={"email": email,
-                                                           "password": "s3cret-pass"})  # fmt: skip
-        assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['token']}"}
 
 
 async def order_body(items: list[tuple[str, int]], **extra: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import pytest
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.workers.invariants import check_invariants
-from tests.integration.live_shop import LiveShop, live_shop
+from tests.integration.live_shop import LiveShop, live_shop, shopper
 from tests.integration.support import pool_workers
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
@@ -105,13 +105,7 @@ async def test_a_thousand_orders_through_random_sigkills_keep_every_invariant(
     shop: LiveShop,
 ) -> None:
     skus = await setup_products(shop, count=5, units=150)
-    email = f"{uuid.uuid4().hex[:8]}@example.com"
-    account = {"email": email, "password": "s3cret-pass", "name": "Chaos"}
-    async with shop.client() as client:
-        assert (await client.post("/api/users/register", json=account)).status_code == 201
-        login = await client.post("/api/users/login", json={"email": email,
-                                                           "password": "s3cret-pass"})  # fmt: skip
-    headers = {"Authorization": f"Bearer {login.json()['token']}"}
+    headers = await shopper(shop)
     stop = asyncio.Event()
     kills = asyncio.create_task(killer(shop, stop))
     placed: list[str] = []
