@@ -83,6 +83,8 @@ async def sc_publish(redis: Redis, keys: Keys, count: int) -> float:
 
 
 async def sc_consume(redis: Redis, keys: Keys, count: int, concurrency: int) -> float:
+    """Seconds a counter consumer takes to handle and acknowledge ``count``
+    messages waiting in its inbox; a message that failed fails the run."""
     service = counter.build(ServiceOptions(block_ms=100))
     consumer = Consumer(service, redis, name="bench", keys=keys, concurrency=concurrency)
     stop = asyncio.Event()
@@ -95,6 +97,8 @@ async def sc_consume(redis: Redis, keys: Keys, count: int, concurrency: int) -> 
     elapsed = time.perf_counter() - start
     stop.set()
     await task
+    if consumer.stats.handled != count:
+        raise RuntimeError(f"handled {consumer.stats.handled} of {count} messages")
     return elapsed
 
 

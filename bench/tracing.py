@@ -25,20 +25,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus import sc_consume
 from redis.asyncio import Redis
 from server import add_redis_option, redis_for_bench
 
 from streamcart.bus.connection import connect
-from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
-from streamcart.bus.options import ServiceOptions
 from streamcart.bus.publisher import Message, Publisher
-from streamcart.examples import counter
 from streamcart.telemetry import tracing
 from streamcart.telemetry.export import RedisSpanExporter, build_tracer
 from streamcart.telemetry.sampling import SamplingRule
@@ -98,25 +95,12 @@ async def measure(
             exporters = [RedisSpanExporter(url, keys)]
             tracer = build_tracer("counter", exporters, SamplingRule(ratio, parent_based=True))
             tracing.install(tracer)
-        service = counter.build(ServiceOptions(block_ms=100))
-        consumer = Consumer(service, redis, name="bench", keys=keys, concurrency=concurrency)
-        stop = asyncio.Event()
-        start = time.perf_counter()
-        task = asyncio.create_task(consumer.run(stop))
-        while consumer.stats.acked < count:
-            await asyncio.sleep(0.005)
-            if task.done():
-                task.result()
-        elapsed = time.perf_counter() - start
-        stop.set()
-        await task
+        elapsed = await sc_consume(redis, keys, count, concurrency)
         spans = 0
         if tracer is not None:
             tracer.shutdown()  # exports what is still buffered
             tracing.install(None)
             spans = await redis.xlen(keys.traces())
-        if consumer.stats.handled != count:
-            raise RuntimeError(f"handled {consumer.stats.handled} of {count} messages")
         return elapsed, spans
     finally:
         tracing.install(None)
