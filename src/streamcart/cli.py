@@ -32,6 +32,7 @@ from streamcart.bus.rpc import RpcClient
 from streamcart.cli_config import config_group
 from streamcart.cli_deploy import deploy_group, deployment_option
 from streamcart.cli_dlq import dlq_group
+from streamcart.cli_params import checked_by
 from streamcart.cli_trace import trace_group
 from streamcart.cli_users import users_group
 from streamcart.config import Settings
@@ -110,12 +111,7 @@ def _level() -> int:
     return logging.getLogger().getEffectiveLevel()
 
 
-def _service_spec(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        load_service(value)
-    except ConfigurationError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    return value
+_service_spec = checked_by(load_service)
 
 
 _metrics_port = click.option(

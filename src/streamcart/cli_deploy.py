@@ -11,6 +11,7 @@ import click
 import yaml
 
 from streamcart.cli_config import CliState
+from streamcart.cli_params import checked_by, converted_by
 from streamcart.deploy import Target, render
 from streamcart.deploy.target import (
     DEFAULT_IMAGE,
@@ -26,13 +27,6 @@ from streamcart.errors import ConfigurationError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _deployment(ctx: click.Context, param: click.Parameter, value: Path | None) -> Deployment:
-    try:
-        return load_deployment(value)
-    except ConfigurationError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
 def deployment_option(func: F) -> F:
     """``--deployment FILE``: the command gets the loaded :class:`Deployment`."""
     return click.option(
@@ -40,22 +34,9 @@ def deployment_option(func: F) -> F:
         metavar="FILE",
         envvar="STREAMCART_DEPLOYMENT",
         type=click.Path(dir_okay=False, path_type=Path),
-        callback=_deployment,
+        callback=converted_by(load_deployment),
         help="Deployment description (TOML; env STREAMCART_DEPLOYMENT); default: shop.toml.",
     )(func)
-
-
-def _checked(
-    check: Callable[[str], object],
-) -> Callable[[click.Context, click.Parameter, str], str]:
-    def callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
-        try:
-            check(value)
-        except ConfigurationError as exc:
-            raise click.BadParameter(str(exc)) from exc
-        return value
-
-    return callback
 
 
 @click.group("deploy")
@@ -69,7 +50,7 @@ def deploy_group() -> None:
     default=DEFAULT_IMAGE,
     show_default=True,
     envvar="STREAMCART_IMAGE",
-    callback=_checked(check_image),
+    callback=checked_by(check_image),
     help="Image whose entrypoint is `streamcart` (env STREAMCART_IMAGE).",
 )
 @click.option(
@@ -77,7 +58,7 @@ def deploy_group() -> None:
     "k8s_namespace",
     default=DEFAULT_K8S_NAMESPACE,
     show_default=True,
-    callback=_checked(check_namespace),
+    callback=checked_by(check_namespace),
     help="Kubernetes namespace of every object.",
 )
 @click.option(
@@ -86,7 +67,7 @@ def deploy_group() -> None:
     show_default=True,
     metavar="URL",
     envvar="STREAMCART_REDIS_URL",
-    callback=_checked(redis_server),
+    callback=checked_by(redis_server),
     help="Redis as the pods and KEDA reach it (env STREAMCART_REDIS_URL).",
 )
 @deployment_option
