@@ -49,8 +49,7 @@ def connect(url: str, *, options: ServiceOptions | None = None) -> Redis:
     }
     if is_cluster_url(url):
         # Typed as Redis: the cluster client answers the same commands.
-        cluster: Any = ClusterClient.from_url(node_url(url), **settings)
-        cluster.node_settings = (node_url(url), settings)
+        cluster: Any = ClusterClient.open(node_url(url), settings)
         return cluster
     return Redis.from_url(url, **settings)
 
@@ -64,23 +63,33 @@ class ClusterClient(RedisCluster):  # type: ignore[misc]  # redis-py is untyped 
     the node owning it does the same job the ordinary way.
     """
 
-    node_settings: tuple[str, dict[str, Any]]
+    _node_template: tuple[str, dict[str, Any]]
+    _node_clients: dict[str, Redis]
+
+    @classmethod
+    def open(cls, url: str, settings: dict[str, Any]) -> ClusterClient:
+        """A client of the cluster that the node at ``url`` (``redis://``) belongs to."""
+        client: ClusterClient = cls.from_url(url, **settings)
+        client._node_template = (url, settings)
+        client._node_clients = {}
+        return client
 
     def node_client(self, key: str) -> Redis:
+        """The plain client of the node that serves ``key``'s slot (made once)."""
         node = self.get_node_from_key(key)
-        clients: dict[str, Redis] = self.__dict__.setdefault("_node_clients", {})
-        client = clients.get(node.name)
+        client = self._node_clients.get(node.name)
         if client is None:
-            url, settings = self.node_settings
+            url, settings = self._node_template
             parts = urlsplit(url)
             credentials = parts.netloc.rpartition("@")[0]
             netloc = f"{credentials}@{node.host}:{node.port}" if credentials else node.name
             client = Redis.from_url(parts._replace(netloc=netloc).geturl(), **settings)
-            clients[node.name] = client
+            self._node_clients[node.name] = client
         return client
 
     async def aclose(self) -> None:
-        for client in self.__dict__.pop("_node_clients", {}).values():
+        clients, self._node_clients = self._node_clients, {}
+        for client in clients.values():
             await client.aclose()
         await super().aclose()
 
