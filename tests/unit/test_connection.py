@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
-from streamcart.bus.connection import connect, is_cluster, is_cluster_url, node_url
+from streamcart.bus.connection import (
+    ClusterClient,
+    connect,
+    is_cluster,
+    is_cluster_url,
+    node_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,4 +46,22 @@ async def test_a_cluster_url_gets_the_cluster_client_and_a_plain_one_does_not() 
         )
     finally:
         await plain.aclose()
+        await cluster.aclose()
+
+
+async def test_a_node_client_keeps_the_clusters_scheme_credentials_and_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = ClusterClient.open("rediss://app:s3cret@seed:7000/0", {"socket_timeout": 12.0})
+    node = SimpleNamespace(host="10.0.0.7", port=7001, name="10.0.0.7:7001")
+    monkeypatch.setattr(cluster, "get_node_from_key", lambda key: node)
+    try:
+        client = cluster.node_client("{sc:orders}:order:1")
+        settings = client.get_connection_kwargs()
+        assert (settings["host"], settings["port"]) == ("10.0.0.7", 7001)
+        assert (settings["username"], settings["password"]) == ("app", "s3cret")
+        assert settings["socket_timeout"] == 12.0
+        assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+        assert cluster.node_client("{sc:orders}:order:2") is client  # one per node
+    finally:
         await cluster.aclose()
