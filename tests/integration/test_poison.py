@@ -21,11 +21,16 @@ from tests.integration.support import (
 FAST_COUNTER = "tests.integration.services:fast_counter"
 
 
-async def _streams(redis: Redis, namespace: str) -> dict[str, int]:
-    """Every stream of the namespace and its length."""
+async def _message_streams(redis: Redis, namespace: str) -> dict[str, int]:
+    """Every stream a message can be sent to (inboxes, topics, dead letters) and its length.
+
+    Only these: spans, config history and the like grow on their own schedule,
+    and are not where a replay could go.
+    """
     found: dict[str, int] = {}
-    async for key in redis.scan_iter(match=f"*{namespace}*", _type="stream"):
-        found[key] = int(await redis.xlen(key))
+    for kind in ("inbox", "events", "dlq"):
+        async for key in redis.scan_iter(match=f"{namespace}:{kind}:*", _type="stream"):
+            found[key] = int(await redis.xlen(key))
     return found
 
 
@@ -58,7 +63,7 @@ async def test_poison_message_is_dead_lettered_then_replayed_to_the_inbox_only(
         assert await real_redis.xlen(keys.dlq) == 1
 
         await real_redis.hset(keys.fixed, "p", "1")
-        before = await _streams(real_redis, namespace)
+        before = await _message_streams(real_redis, namespace)
         code, out, err = await run_process(cli(redis_url, namespace, "dlq", "replay", "counter"))
         assert code == 0, err
         assert f"replayed 1 to {keys.inbox}" in out
@@ -72,7 +77,7 @@ async def test_poison_message_is_dead_lettered_then_replayed_to_the_inbox_only(
         )
         assert worker.alive()
 
-    after = await _streams(real_redis, namespace)
+    after = await _message_streams(real_redis, namespace)
     # The registry's own instance_up/instance_down events are not the replay's doing.
     lifecycle = f"{namespace}:events:system"
     grown = {
