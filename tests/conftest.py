@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from streamcart.bus.connection import connect, connect_sync
 from streamcart.bus.embedded import EmbeddedRedis
 from streamcart.bus.embedded_cluster import EmbeddedCluster
+from streamcart.bus.rawtext import ENCODING_ERRORS
 
 # Tests that use any of these need a real server, so they are integration tests.
 _REAL_SERVER_FIXTURES = frozenset({"redis_url", "real_redis", "sync_redis"})
@@ -107,8 +108,10 @@ def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 async def fake_redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
-    """An in-memory fake with Lua support, on a server of its own."""
-    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    """An in-memory fake with Lua support, on a server of its own, decoding as the runtime does."""
+    client = fakeredis.FakeAsyncRedis(
+        server=fakeredis.FakeServer(), decode_responses=True, encoding_errors=ENCODING_ERRORS
+    )
     try:
         yield client
     finally:

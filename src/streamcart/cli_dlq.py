@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamcart.bus import deadletter
+from streamcart.bus.rawtext import printable, printable_fields
 from streamcart.cli_config import CliState
 
 console = Console()
@@ -35,7 +36,7 @@ def dlq_list(state: CliState, service: str, limit: int, as_json: bool) -> None:
     total, entries = state.run(job)
     if as_json:
         for entry_id, fields in entries:
-            click.echo(json.dumps({"dlq_entry": entry_id, **fields}))
+            click.echo(json.dumps({"dlq_entry": entry_id, **printable_fields(fields)}))
         return
     table = Table(title=f"{state.keys.dlq(service)}: {total} dead letters")
     for column in ("entry", "type", "attempts", "error"):
@@ -43,9 +44,9 @@ def dlq_list(state: CliState, service: str, limit: int, as_json: bool) -> None:
     for entry_id, fields in entries:
         table.add_row(
             entry_id,
-            fields.get("type", "-"),
+            printable(fields.get("type", "-")),
             fields.get("dlq_attempts", ""),
-            fields.get("dlq_error", ""),
+            printable(fields.get("dlq_error", "")),
         )
     console.print(table)
 
@@ -55,11 +56,12 @@ def dlq_list(state: CliState, service: str, limit: int, as_json: bool) -> None:
 @click.argument("entry_id")
 @click.pass_obj
 def dlq_show(state: CliState, service: str, entry_id: str) -> None:
-    """Print one dead letter of SERVICE with all its fields."""
+    """Print one dead letter of SERVICE with all its fields; bytes that are not
+    UTF-8 are written as \\xNN."""
     entries = state.run(lambda r: r.xrange(state.keys.dlq(service), entry_id, entry_id))
     if not entries:
         raise click.ClickException(f"no dead letter {entry_id} in {state.keys.dlq(service)}")
-    click.echo(json.dumps(entries[0][1], indent=2))
+    click.echo(json.dumps(printable_fields(entries[0][1]), indent=2, ensure_ascii=False))
 
 
 @dlq_group.command("replay")

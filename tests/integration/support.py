@@ -19,11 +19,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
+from streamcart.bus.connection import is_cluster_url, node_url
 from streamcart.bus.consumer import Consumer
 
 T = TypeVar("T")
@@ -45,6 +46,14 @@ def child_env() -> dict[str, str]:
 def cli(url: str, namespace: str, *args: str) -> list[str]:
     """The argv of a ``streamcart`` command against ``url`` in ``namespace``."""
     return [sys.executable, "-m", "streamcart", "--redis-url", url, "--namespace", namespace, *args]
+
+
+def raw_client(url: str) -> Redis:
+    """A client that neither decodes nor encodes text: it reads and writes stored bytes."""
+    if is_cluster_url(url):
+        cluster: Any = RedisCluster.from_url(node_url(url))
+        return cluster
+    return Redis.from_url(url)
 
 
 def free_port() -> int:

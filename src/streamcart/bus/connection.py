@@ -15,6 +15,7 @@ import redis
 from redis.asyncio import Redis, RedisCluster
 
 from streamcart.bus.options import ServiceOptions
+from streamcart.bus.rawtext import ENCODING_ERRORS
 
 MAX_CONNECTIONS = 1_000
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -39,6 +40,9 @@ def connect(url: str, *, options: ServiceOptions | None = None) -> Redis:
     block_s = (options or ServiceOptions()).block_ms / 1000
     settings: dict[str, Any] = {
         "decode_responses": True,
+        # Bytes that are not UTF-8 decode to surrogates and encode back to the
+        # same bytes (see bus/rawtext.py): no reply fails to decode.
+        "encoding_errors": ENCODING_ERRORS,
         "socket_timeout": block_s + 10,
         "socket_connect_timeout": 5,
         "socket_keepalive": True,
@@ -104,7 +108,9 @@ async def transaction(client: Redis, key: str) -> Any:
 
 
 def connect_sync(url: str, **settings: Any) -> redis.Redis:
-    """A blocking client (standalone or cluster, as :func:`connect` chooses)."""
+    """A blocking client (standalone or cluster, as :func:`connect` chooses);
+    it decodes bytes that are not UTF-8 as :func:`connect` does."""
+    settings.setdefault("encoding_errors", ENCODING_ERRORS)
     if is_cluster_url(url):
         cluster: Any = SyncClusterClient.from_url(node_url(url), **settings)
         return cluster

@@ -45,6 +45,7 @@ from streamcart.bus.envelope import (
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
+from streamcart.bus.rawtext import is_utf8, undecodable_reason
 from streamcart.bus.rpc import Reply, RpcClient, reply_error, reply_ok
 from streamcart.bus.service import Handler, Service
 from streamcart.errors import (
@@ -126,6 +127,10 @@ class Dispatcher:
     async def process(self, item: Item) -> None:
         """Handle one entry, or decide it is dead, skipped or to be retried later;
         inside a span of its trace when tracing is on."""
+        if item.fields is not None and (reason := undecodable_reason(item.fields)):
+            # Before any span: its attributes and the metrics take only real text.
+            await self.dead_letter(item, reason, 0)
+            return
         tracer = tracing.current
         if tracer is None:
             await self._process(item)
@@ -368,6 +373,7 @@ class Dispatcher:
         tracing.event("dead_lettered", reason=error, attempts=attempts)
         tracing.failed(None, error)
         self.stats.dead_lettered += 1
-        self._notify("dead_lettered", (item.fields or {}).get("type") or "-")
+        message_type = (item.fields or {}).get("type") or "-"
+        self._notify("dead_lettered", message_type if is_utf8(message_type) else "-")
         self.log.warning("dead-lettered %s %s: %s", item.stream, item.entry_id, error)
         self.host.ack(item, reply)
