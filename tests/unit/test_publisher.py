@@ -44,11 +44,11 @@ async def test_a_delayed_message_enters_its_stream_once_it_is_due(
 ) -> None:
     publisher = Publisher(fake_redis, KEYS)
     message_id = await publisher.publish("order.placed", {"n": 1}, delay_ms=300)
-    assert await delayed.move_due(fake_redis, KEYS) == 0
+    assert await delayed.move_due(fake_redis, KEYS, "orders") == 0
     assert await fake_redis.xlen("t:events:order") == 0
     await asyncio.sleep(0.35)
-    assert await delayed.move_due(fake_redis, KEYS) == 1
-    assert await delayed.move_due(fake_redis, KEYS) == 0  # moved once, never twice
+    assert await delayed.move_due(fake_redis, KEYS, "orders") == 1
+    assert await delayed.move_due(fake_redis, KEYS, "orders") == 0  # moved once, never twice
     [(_, fields)] = await fake_redis.xrange("t:events:order")
     assert fields["id"] == message_id
     assert await delayed.pending_delayed(fake_redis, KEYS, "t:events:order") == 0
@@ -59,4 +59,4 @@ async def test_moving_survives_a_flushed_script_cache(fake_redis: FakeAsyncRedis
     await publisher.publish("order.placed", {"n": 1}, delay_ms=1)
     await asyncio.sleep(0.01)
     await fake_redis.script_flush()  # as after a Redis restart
-    assert await delayed.move_due(fake_redis, KEYS) == 1
+    assert await delayed.move_due(fake_redis, KEYS, "orders") == 1

@@ -468,7 +468,7 @@ class Consumer:
             self.log.warning("entry %s of %s was claimed by another consumer", entry_id, stream)
 
     async def _move_delayed(self) -> None:
-        await delayed.move_due(self.redis, self.keys)
+        await delayed.move_due(self.redis, self.keys, self.service.name)
 
     async def _trim_streams(self) -> None:
         calls = [([stream], [self.options.stream_maxlen, 10_000]) for stream in self.streams]

@@ -31,6 +31,11 @@ class Keys:
     def dlq(self, service: str) -> str:
         return f"{self.namespace}:dlq:{service}"
 
+    def service_of_inbox(self, stream: str) -> str | None:
+        """The service whose inbox ``stream`` is, or ``None`` for any other stream."""
+        prefix = f"{self.namespace}:inbox:"
+        return stream[len(prefix) :] if stream.startswith(prefix) else None
+
     def stream_for(self, message_type: str) -> str:
         """The topic stream an event of this type is published to."""
         return self.events(topic_of(message_type))
@@ -91,6 +96,11 @@ class Keys:
         share a slot and the mover can move entries in one script.
         """
         return f"{self.namespace}:delayed:{{{stream}}}"
+
+    def delayed_parked(self, stream: str) -> str:
+        """Hash: delayed entries that could not enter ``stream`` -> why, until
+        they are dead-lettered (same hash slot as :meth:`delayed`)."""
+        return f"{self.namespace}:delayed-parked:{{{stream}}}"
 
     def delayed_index(self) -> str:
         """The set of streams that have a delayed sorted set."""
