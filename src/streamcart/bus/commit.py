@@ -18,10 +18,11 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from streamcart.bus import delayed
 from streamcart.bus.context import Context, Outgoing
+from streamcart.bus.deadletter import dead_letter_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.scripts import Script
 from streamcart.errors import WriteConflictError
@@ -126,32 +127,67 @@ async def _commit_watched(ctx: Context, outbox: str, done_ttl_s: int) -> list[st
 async def relay_stale(
     redis: Redis, keys: Keys, service: str, *, older_than_ms: int = 5_000, batch: int = 100
 ) -> int:
-    """Publish outbox entries a crashed worker left behind; returns how many."""
+    """Publish outbox entries a crashed worker left behind; returns how many.
+
+    An entry that cannot be published (no target, a target that is not a
+    stream) is dead-lettered with the reason and deleted: it never holds up
+    the entries behind it, nor makes the good ones go out again.
+    """
     outbox = keys.outbox(service)
     seconds, micros = await redis.time()
     cutoff = seconds * 1000 + micros // 1000 - older_than_ms
     entries = await redis.xrange(outbox, "-", f"{cutoff}-0", count=batch)
     if not entries:
         return 0
-    messages = []
-    for _, fields in entries:
-        stream = fields.pop(OUTBOX_STREAM)
-        delay = int(fields.pop(OUTBOX_DELAY, "0") or 0)
-        messages.append(Outgoing(stream, fields, delay))
-    await publish(redis, keys, messages)
+    messages: dict[str, Outgoing] = {}
+    failed: dict[str, str] = {}
+    for entry_id, fields in entries:
+        stream = fields.pop(OUTBOX_STREAM, None)
+        delay = fields.pop(OUTBOX_DELAY, "0")
+        if not stream or not delay.isdigit():
+            failed[entry_id] = "the outbox entry names no target stream or a bad delay"
+        else:
+            messages[entry_id] = Outgoing(stream, fields, int(delay))
+    failed.update(await _publish_each(redis, keys, messages))
+    for entry_id, reason in failed.items():
+        original = dict(next(fields for eid, fields in entries if eid == entry_id))
+        await redis.xadd(
+            keys.dlq(service),
+            dead_letter_fields(
+                original,
+                error=f"RelayError: {reason}",
+                attempts=0,
+                stream=messages[entry_id].stream if entry_id in messages else outbox,
+                entry_id=entry_id,
+                service=service,
+                at_ms=seconds * 1000 + micros // 1000,
+            ),
+        )
     await redis.xdel(outbox, *(entry_id for entry_id, _ in entries))
-    return len(entries)
+    return len(entries) - len(failed)
 
 
-async def publish(redis: Redis, keys: Keys, messages: list[Outgoing]) -> None:
-    """Send committed messages on: at once, or into their stream's delayed set."""
-    immediate = [out for out in messages if not out.delay_ms]
+async def _publish_each(redis: Redis, keys: Keys, messages: dict[str, Outgoing]) -> dict[str, str]:
+    """Publish ``messages`` (by outbox id); the ids that failed, with the error."""
+    failed: dict[str, str] = {}
+    immediate = {eid: out for eid, out in messages.items() if not out.delay_ms}
     if immediate:
         async with redis.pipeline(transaction=False) as pipe:
-            for out in immediate:
+            for out in immediate.values():
                 pipe.xadd(out.stream, out.fields)
-            await pipe.execute()
-    await schedule_delayed(redis, keys, messages)
+            results = await pipe.execute(raise_on_error=False)
+        for entry_id, result in zip(immediate, results, strict=True):
+            if isinstance(result, ResponseError):
+                failed[entry_id] = str(result)
+            elif isinstance(result, Exception):
+                raise result  # Redis itself failed: try the whole batch again later
+    for entry_id, out in messages.items():
+        if out.delay_ms:
+            try:
+                await delayed.schedule(redis, keys, out.stream, out.fields, out.delay_ms)
+            except ResponseError as exc:
+                failed[entry_id] = str(exc)
+    return failed
 
 
 async def schedule_delayed(redis: Redis, keys: Keys, messages: list[Outgoing]) -> None:

@@ -1,11 +1,13 @@
-"""The delayed-message mover on a real server, against entries that cannot move:
-each is dead-lettered with its reason and every entry due after it still moves."""
+"""One bad entry at the head of a queue (PITFALLS 21), on a real server: an entry
+the delayed mover or the outbox relay cannot send on is dead-lettered with its
+reason, and every entry behind it still goes out, once."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
 from streamcart.bus import delayed
+from streamcart.bus.commit import OUTBOX_STREAM, relay_stale
 from streamcart.bus.keys import Keys
 from tests.integration.support import raw_client
 
@@ -73,3 +75,28 @@ async def test_bytes_that_are_not_utf8_move_exactly(
     finally:
         await raw.aclose()
     assert fields == {b"type": b"a.b", b"data": b"\xff\xfe:3:"}
+
+
+async def test_the_outbox_relay_dead_letters_what_it_cannot_publish_and_sends_the_rest_once(
+    redis_url: str, namespace: str, real_redis: Redis
+) -> None:
+    keys = Keys(namespace)
+    outbox, target, broken = keys.outbox("orders"), keys.events("order"), keys.events("broken")
+    await real_redis.set(broken, "not a stream")
+    for n, stream in enumerate([target, broken, target, target]):
+        await real_redis.xadd(outbox, {**GOOD, "id": f"m{n}", OUTBOX_STREAM: stream})
+    await real_redis.xadd(outbox, {**GOOD, "id": "nowhere"})  # names no target at all
+
+    relayed = 0
+    while await real_redis.xlen(outbox):  # entries of the current millisecond wait for the next
+        relayed += await relay_stale(real_redis, keys, "orders", older_than_ms=0)
+    assert relayed == 3
+    assert await relay_stale(real_redis, keys, "orders", older_than_ms=0) == 0
+
+    assert [f["id"] for _, f in await real_redis.xrange(target)] == ["m0", "m2", "m3"]
+    dead = {f["id"]: f for _, f in await real_redis.xrange(keys.dlq("orders"))}
+    assert set(dead) == {"m1", "nowhere"}
+    assert dead["m1"]["dlq_error"].startswith("RelayError: WRONGTYPE")
+    assert dead["m1"]["dlq_stream"] == broken
+    assert "no target stream" in dead["nowhere"]["dlq_error"]
+    assert await real_redis.xlen(outbox) == 0
