@@ -13,11 +13,12 @@ import os
 import signal
 import threading
 import time
+from multiprocessing.synchronize import Event as EventType
 
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.bus.loader import load_service
-from streamcart.bus.worker import Companion, run_worker
+from streamcart.bus.worker import Companion, WorkerRuntime, run_worker
 from streamcart.config.watch import config_watcher
 from streamcart.registry.health import run_monitor
 from streamcart.registry.heartbeat import heartbeat
@@ -53,11 +54,13 @@ def worker_main(
     token: str | None,
     level: int,
     metrics: bool = False,
+    ready: EventType | None = None,
 ) -> None:
     """Run one worker for the service ``spec`` in this process until a signal.
 
     With ``metrics`` the worker also records Prometheus metrics (serving them
-    is the caller's part: see :mod:`streamcart.telemetry.serving`).
+    is the caller's part: see :mod:`streamcart.telemetry.serving`). ``ready``
+    is set once the worker consumes (its pool tells a crash loop by it).
     """
     configure_logging(level)
     if token is not None:
@@ -74,13 +77,32 @@ def worker_main(
                 namespace=namespace,
                 concurrency=concurrency,
                 token=token,
-                companions=[*companions(), *([metrics_sampler] if metrics else [])],
+                companions=[
+                    *companions(),
+                    *([metrics_sampler] if metrics else []),
+                    *([announce_ready(ready)] if ready is not None else []),
+                ],
                 observers=[MetricsObserver()] if metrics else [],
             )
         )
     finally:
         if tracer is not None:
             tracer.shutdown()  # exports what is buffered
+
+
+def announce_ready(ready: EventType) -> Companion:
+    """A companion that sets ``ready`` once the worker consumes."""
+
+    async def announce(runtime: WorkerRuntime) -> None:
+        stopped = asyncio.create_task(runtime.stop.wait())
+        consuming = asyncio.create_task(runtime.consumer.ready.wait())
+        await asyncio.wait([stopped, consuming], return_when=asyncio.FIRST_COMPLETED)
+        if consuming.done():
+            ready.set()
+        for task in (stopped, consuming):
+            task.cancel()
+
+    return announce
 
 
 def stop_when_orphaned(interval_s: float = 1.0) -> None:

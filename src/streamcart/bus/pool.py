@@ -6,7 +6,8 @@ children are spawned); :func:`streamcart.app.worker_main` is the usual one.
 Each child runs one consumer (see :mod:`streamcart.bus.worker`) under a pool
 token that stays the same across its restarts, so a restarted child gets its
 old consumer name back and first finishes its own pending entries. A child
-that dies is restarted with exponential backoff; SIGTERM/SIGINT stops every
+that dies before it consumed for ``healthy_after_s`` is restarted with
+exponential backoff; SIGTERM/SIGINT stops every
 child gracefully, and kills what is still running after the grace period.
 """
 
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
 from types import FrameType
 
 log = logging.getLogger("streamcart.pool")
@@ -28,8 +30,9 @@ DEFAULT_CONCURRENCY = 32
 GRACE_S = 15.0
 
 
-# The entry of a child: (spec, redis_url, namespace, concurrency, token, log level, metrics).
-ChildMain = Callable[[str, str, str, int, str | None, int, bool], None]
+# The entry of a child: (spec, redis_url, namespace, concurrency, token, log level, metrics,
+# an event the child sets once it consumes).
+ChildMain = Callable[[str, str, str, int, str | None, int, bool, EventType | None], None]
 
 
 class _Slot:
@@ -38,6 +41,10 @@ class _Slot:
         self.index = index
         self.token = token
         self.process: BaseProcess | None = None
+        # Set by the child once it consumes: only a child that got that far and
+        # then lived a while counts as healthy (one that hangs on a black-holed
+        # Redis until it gives up is crash-looping, however long each try takes).
+        self.ready = multiprocessing.get_context("spawn").Event()
         self.started = 0.0
         self.failures = 0
         self.restart_at = 0.0
@@ -110,6 +117,7 @@ class Pool:
         self._stopping = True
 
     def _start(self, slot: _Slot) -> None:
+        slot.ready.clear()
         process = _SPAWN.Process(
             target=self.entry,
             args=(
@@ -120,6 +128,7 @@ class Pool:
                 slot.token,
                 logging.getLogger().getEffectiveLevel(),
                 self.metrics,
+                slot.ready,
             ),
             name=f"streamcart-{slot.spec}-{slot.index}",
         )
@@ -133,15 +142,15 @@ class Pool:
         for slot in self.slots:
             process = slot.process
             if process is not None and process.is_alive():
-                if now - slot.started > 60:
+                if now - slot.started > 60 and slot.ready.is_set():
                     slot.failures = 0  # it has been healthy for a while
                 continue
             if process is not None:
                 process.join()
                 self._exited(process)
-                # A child that lived a while before dying is not crash-looping (the
-                # OOM killer, say): it comes back quickly, however often that happens.
-                if now - slot.started >= self.healthy_after_s:
+                # A child that consumed a while before dying is not crash-looping
+                # (the OOM killer, say): it comes back quickly, however often.
+                if now - slot.started >= self.healthy_after_s and slot.ready.is_set():
                     slot.failures = 0
                 slot.failures += 1
                 backoff = min(self.max_backoff_s, 0.5 * 2 ** (slot.failures - 1))
