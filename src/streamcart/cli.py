@@ -301,7 +301,9 @@ def monitor_command(state: State) -> None:
 @pass_state
 def health(state: State, spec: str, host: str) -> None:
     """Exit 0 when an instance of SERVICE on HOST is alive (it heartbeated within
-    its instance_ttl_ms), else print why and exit 1; also 1 when Redis fails.
+    its instance_ttl_ms) and working, else print why and exit 1; also 1 when
+    Redis fails. An instance that waits (its acknowledgements refused, a
+    read-only server...) is alive but not working.
 
     Kubernetes probes run it in the worker's own container, whose hostname
     is the one its instances register with.
@@ -310,9 +312,14 @@ def health(state: State, spec: str, host: str) -> None:
     ttl_ms = service.options.instance_ttl_ms
     live = state.run(lambda r: Discovery(r, state.keys, ttl_ms=ttl_ms).instances(service.name))
     here = [instance for instance in live if instance.host == host]
-    if here:
-        click.echo(f"{service.name}: {len(here)} live instance(s) on {host}")
+    working = [instance for instance in here if not instance.waiting]
+    if working:
+        click.echo(f"{service.name}: {len(working)} live instance(s) on {host}")
         return
+    if here:
+        for instance in here:
+            click.echo(f"{service.name} {instance.consumer} waits: {instance.waiting}", err=True)
+        click.get_current_context().exit(1)
     elsewhere = sorted({instance.host for instance in live})
     where = f"live ones run on {', '.join(elsewhere)}" if elsewhere else "none anywhere"
     click.echo(

@@ -74,7 +74,7 @@ async def test_worker_reconnects_after_a_redis_restart_and_applies_each_message_
 
             applied = await wait_applied(redis, keys, TOTAL, within=45, context=workers.tails)
             assert worker.alive(), worker.tail()
-            assert "redis unavailable" in worker.log(), "the worker never saw the outage"
+            assert "redis unreachable" in worker.log(), "the worker never saw the outage"
             assert worker.log().count(" consuming ") == 1, "the worker restarted"
 
         assert_each_applied_once(applied, set(ids))

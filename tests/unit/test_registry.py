@@ -66,7 +66,7 @@ async def test_take_over_claims_every_pending_entry_of_the_dead(fake_redis: Fake
     await fake_redis.xreadgroup("orders", "dead", {STREAM: ">"}, count=1_100)
     await fake_redis.xreadgroup("orders", "alive", {STREAM: ">"}, count=100)
 
-    assert await take_over(fake_redis, [STREAM], "orders", "dead", "heir") == 1_100
+    assert (await take_over(fake_redis, [STREAM], "orders", "dead", "heir")).claimed == 1_100
     owners = {
         row["message_id"]: row["consumer"]
         for row in await fake_redis.xpending_range(STREAM, "orders", "-", "+", 2_000)

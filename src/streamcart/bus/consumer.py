@@ -16,26 +16,33 @@ import collections
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from streamcart.bus import claims, delayed
 from streamcart.bus.commit import Relay, relay_stale, schedule_delayed
 from streamcart.bus.connection import is_cluster
-from streamcart.bus.dispatch import DISCONNECTED, TRIMMED_REASON, Dispatcher, Item, Stats
+from streamcart.bus.dispatch import TRIMMED_REASON, Dispatcher, Item, Stats
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.rpc import Reply, RpcClient, queue_reply
 from streamcart.bus.scripts import Script
+from streamcart.bus.server_errors import stream_gone, waiting_reason
 from streamcart.bus.service import Service
 from streamcart.resilience.breaker import Breakers
 
 _trim = Script("trim.lua")
+# A side loop whose job raised something other than a Redis error this many
+# times in a row is broken, not unlucky: the worker exits and its pool restarts it.
+BROKEN_AFTER = 3
+# A loop still waiting says so in the log again after this many seconds.
+REPEAT_WARNING_S = 30.0
 
 
 class Consumer:
@@ -97,13 +104,17 @@ class Consumer:
         self._readers_ready = 0
         # Bumped to ask every read loop to re-read this consumer's pending entries.
         self._recovery_requested = 1
+        # What each loop that cannot do its job is waiting for, and since when it said so.
+        self._waiting: dict[str, tuple[str, float]] = {}
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then shut down gracefully: stop
         reading, let running handlers finish within ``shutdown_grace_s``,
         flush acknowledgements and leave unstarted entries pending for others."""
-        await self._retrying(lambda: claims.ensure_groups(self.redis, self.streams, self.group))
+        await self._retrying(
+            "creating groups", lambda: claims.ensure_groups(self.redis, self.streams, self.group)
+        )
         workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
         acker = asyncio.create_task(self._ack_loop())
         groups = self._read_groups()
@@ -117,9 +128,11 @@ class Consumer:
         ]
         try:
             stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([stopper, *side], return_when=asyncio.FIRST_COMPLETED)
+            # Every loop is watched: one that ends before the stop failed, and so
+            # does the worker (its pool starts a new one), never a quiet half-worker.
+            await asyncio.wait([stopper, acker, *side], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
-            for task in side:
+            for task in (acker, *side):
                 if task.done() and not task.cancelled() and task.exception():
                     raise task.exception()  # type: ignore[misc]
         finally:
@@ -172,6 +185,16 @@ class Consumer:
         """Set once the consumer has recovered its own pending entries and reads new ones."""
         return self._ready
 
+    @property
+    def waiting_for(self) -> str | None:
+        """What keeps this consumer from working, in words (``None``: it works).
+
+        Shown by ``streamcart status`` and failing ``streamcart health``.
+        """
+        if not self._waiting:
+            return None
+        return "; ".join(f"{loop}: {reason}" for loop, (reason, _) in self._waiting.items())
+
     def _drop_queued(self) -> None:
         while self._queue:
             item = self._queue.popleft()
@@ -202,8 +225,12 @@ class Consumer:
         read_ids = dict.fromkeys(streams, ">")
         recovered = 0
         failures = 0
+        groups_missing = False
         while not self._stopping:
             try:
+                if groups_missing:
+                    await claims.ensure_groups(self.redis, streams, self.group)
+                    groups_missing = False
                 if recovered < self._recovery_requested:
                     wanted = self._recovery_requested
                     await self._recover_own_pending(streams)
@@ -222,19 +249,18 @@ class Consumer:
                     count=min(room, self.options.batch_size),
                     block=self.options.block_ms,
                 )
+                if failures:
+                    self._resumed("reading")
                 failures = 0
                 if self._stopping:
                     return  # what this last read got stays pending for the next owner
-            except DISCONNECTED as exc:
+            except RedisError as exc:
+                # A deleted stream, a failover, a busy or loading server: wait
+                # and read again, recreating the group where the stream is gone.
                 failures += 1
+                groups_missing = groups_missing or stream_gone(exc)
                 self.request_recovery()
-                await self._reconnect_pause(exc, failures)
-                continue
-            except ResponseError as exc:
-                if not claims.is_nogroup(exc):
-                    raise
-                self.log.warning("consumer group missing (%s); creating it again", exc)
-                await claims.ensure_groups(self.redis, streams, self.group)
+                await self._pause("reading", exc, failures)
                 continue
             for stream, entries in reply or ():
                 for entry_id, fields in entries:
@@ -281,9 +307,7 @@ class Consumer:
                     count=min(room, self.options.batch_size),
                 )
                 for entry_id in deleted:
-                    await self.dispatcher.dead_letter(
-                        Item(stream, entry_id, None, 0), TRIMMED_REASON, 0
-                    )
+                    await self.dead_letter_trimmed(stream, entry_id)
                 ids = [entry_id for entry_id, _ in entries]
                 counts = await claims.delivery_counts(
                     self.redis, stream, self.group, self.name, ids
@@ -294,6 +318,11 @@ class Consumer:
                     self.log.info("reclaimed %d entries of %s", len(entries), stream)
                 if cursor == "0-0":
                     break
+
+    async def dead_letter_trimmed(self, stream: str, entry_id: str) -> None:
+        """Dead-letter (reason ``trimmed``) and acknowledge a pending entry
+        whose entry was deleted from ``stream``: nothing is left to handle."""
+        await self.dispatcher.dead_letter(Item(stream, entry_id, None, 0), TRIMMED_REASON, 0)
 
     def _enqueue(self, item: Item) -> None:
         key = (item.stream, item.entry_id)
@@ -320,9 +349,9 @@ class Consumer:
             self._running += 1
             try:
                 await self.dispatcher.process(item)
-            except DISCONNECTED as exc:
-                # Leave it pending: recovery reads it again once Redis is back.
-                self.log.warning("redis unavailable while handling %s: %s", item.entry_id, exc)
+            except RedisError as exc:
+                # Leave it pending: recovery reads it again once Redis answers.
+                self.log.warning("%s while handling %s", waiting_reason(exc), item.entry_id)
                 self.request_recovery()
                 self._forget(item)
             except Exception:
@@ -351,23 +380,33 @@ class Consumer:
         self._room.set()
 
     async def _ack_loop(self) -> None:
+        """Flush acknowledgements as they come; a failed flush keeps them and
+        tries again with backoff (READONLY, NOPERM, MISCONF... pass)."""
         failures = 0
         while True:
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
             try:
                 await self._flush_acks()
+                if failures:
+                    self._resumed("acknowledging")
                 failures = 0
-            except DISCONNECTED as exc:
-                if self._drained:
+            except RedisError as exc:
+                if self._drained and failures >= 3:
                     raise
                 failures += 1
                 self._ack_wanted.set()
-                await self._reconnect_pause(exc, failures)
+                await self._pause("acknowledging", exc, failures, interruptible=False)
             if self._drained and not self._acks:
                 return
 
     async def _flush_acks(self) -> None:
+        """One pipelined round trip: committed messages, replies, acknowledgements.
+
+        Raises:
+            RedisError: Redis failed the round trip (everything is kept for the
+                next flush) or refused acknowledgements (those are kept).
+        """
         if not self._acks:
             return
         acks, self._acks = self._acks, {}
@@ -384,19 +423,26 @@ class Consumer:
                 for stream, ids in acks.items():
                     pipe.xack(stream, self.group, *ids)
                 results = await pipe.execute(raise_on_error=False)
-            relayed = self._check_flush(relays, replies, results)
         except BaseException:
             for stream, ids in acks.items():  # keep them for the next flush
                 self._acks.setdefault(stream, []).extend(ids)
             self._replies[:0] = replies
             self._relays[:0] = relays
             raise
-        for stream, ids in acks.items():
+        relayed = self._check_flush(relays, replies, results)
+        refused: RedisError | None = None
+        for (stream, ids), result in zip(acks.items(), results[-len(acks) :], strict=True):
+            if isinstance(result, RedisError):
+                refused = result
+                self._acks.setdefault(stream, []).extend(ids)
+                continue
             self.stats.acked += len(ids)
             for entry_id in ids:
                 self._inflight.pop((stream, entry_id), None)
         self._room.set()
         await self._clear_outbox(await self._schedule_delayed(relayed))
+        if refused is not None:
+            raise refused
 
     def _check_flush(
         self, relays: list[Relay], replies: list[Reply], results: list[Any]
@@ -404,7 +450,7 @@ class Consumer:
         """The relays whose every message went out. A message that cannot be
         written stays in the outbox (``relay_stale`` tries again); a reply that
         cannot be written (a ``reply_to`` naming some other kind of key, say) is
-        its caller's problem; a failed acknowledgement is ours, and raised."""
+        its caller's problem; the acknowledgements are checked by the caller."""
         position = 0
         relayed = []
         for relay in relays:
@@ -419,9 +465,6 @@ class Consumer:
         for reply, result in zip(replies, results[position:], strict=False):
             if isinstance(result, Exception):
                 self.log.warning("reply to %s failed: %s", reply.stream, result)
-        for result in results[position + len(replies) :]:
-            if isinstance(result, Exception):
-                raise result
         return relayed
 
     async def _schedule_delayed(self, relayed: list[Relay]) -> list[Relay]:
@@ -480,7 +523,13 @@ class Consumer:
     async def _every(
         self, interval: Callable[[], float], job: Callable[[], Awaitable[Any]]
     ) -> None:
-        """Run ``job`` every ``interval()`` seconds; a failure is logged, never fatal."""
+        """Run ``job`` every ``interval()`` seconds until the consumer stops.
+
+        A Redis error is waited out (and reported by :attr:`waiting_for`);
+        anything else is logged, and after ``BROKEN_AFTER`` in a row raised.
+        """
+        name = getattr(job, "__name__", str(job)).lstrip("_").replace("_", " ")
+        broken = 0
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 pause = interval() * random.uniform(0.8, 1.2)
@@ -489,24 +538,54 @@ class Consumer:
             try:
                 await job()
             except RedisError as exc:
-                self.log.debug("%s failed: %s", getattr(job, "__name__", job), exc)
+                self._waiting_on(name, exc)
+                continue
             except Exception:
-                self.log.exception("%s failed", getattr(job, "__name__", job))
+                broken += 1
+                self.log.exception("%s failed (%d in a row)", name, broken)
+                if broken >= BROKEN_AFTER:
+                    raise
+                continue
+            broken = 0
+            self._resumed(name)
 
-    async def _reconnect_pause(self, exc: BaseException, failures: int) -> None:
+    def _waiting_on(self, loop: str, exc: RedisError) -> None:
+        """Record (and log, now and then) that ``loop`` waits because of ``exc``."""
+        reason = waiting_reason(exc)
+        previous = self._waiting.get(loop)
+        now = time.monotonic()
+        if previous is None or now - previous[1] > REPEAT_WARNING_S:
+            self.log.warning("%s is waiting: %s", loop, reason)
+            self._waiting[loop] = (reason, now)
+        else:
+            self._waiting[loop] = (reason, previous[1])
+
+    def _resumed(self, loop: str) -> None:
+        if self._waiting.pop(loop, None) is not None:
+            self.log.warning("%s resumed", loop)
+
+    async def _pause(
+        self, loop: str, exc: RedisError, failures: int, *, interruptible: bool = True
+    ) -> None:
+        """Back off after ``failures`` failed tries in a row (capped at 5 s, jittered)."""
+        self._waiting_on(loop, exc)
         delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
-        self.log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
-        await asyncio.sleep(delay)
+        if not interruptible:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), delay)
 
-    async def _retrying(self, job: Callable[[], Awaitable[Any]]) -> None:
+    async def _retrying(self, loop: str, job: Callable[[], Awaitable[Any]]) -> None:
         failures = 0
         while True:
             try:
                 await job()
+                self._resumed(loop)
                 return
-            except DISCONNECTED as exc:
+            except RedisError as exc:
                 failures += 1
-                await self._reconnect_pause(exc, failures)
+                await self._pause(loop, exc, failures, interruptible=False)
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

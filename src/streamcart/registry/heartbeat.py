@@ -60,6 +60,7 @@ async def heartbeat(runtime: WorkerRuntime) -> None:
                 deltas = _deltas(runtime, reported)
                 instance.rate = deltas["handled"] / max(now - last_beat, 1e-3)
                 instance.in_flight = runtime.consumer.in_flight
+                instance.waiting = runtime.consumer.waiting_for or ""
                 for counter in COUNTERS:
                     setattr(instance, counter, reported[counter] + deltas[counter])
                 await registry.heartbeat(instance, deltas)
@@ -129,9 +130,12 @@ async def sweep_dead(runtime: WorkerRuntime, registry: Registry, publisher: Publ
         # A restarted process that got the same name back finishes its own entries.
         if consumer not in in_use and consumer != runtime.consumer.name:
             streams, group = runtime.consumer.streams, runtime.consumer.group
-            taken = await take_over(runtime.redis, streams, group, consumer, runtime.consumer.name)
+            result = await take_over(runtime.redis, streams, group, consumer, runtime.consumer.name)
+            taken = result.claimed
             if taken:
                 runtime.consumer.request_recovery()
+            for stream, entry_id in result.deleted:
+                await runtime.consumer.dead_letter_trimmed(stream, entry_id)
             # Its holder is dead: free the name, so the now empty consumer can go.
             await runtime.redis.delete(runtime.keys.consumer_lease(service, consumer))
             await remove_if_idle(runtime.redis, runtime.keys, streams, group, consumer, service)

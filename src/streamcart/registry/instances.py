@@ -39,6 +39,9 @@ class Instance(msgspec.Struct, kw_only=True):
     failed: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    # What keeps the instance from working (a refused acknowledgement, a
+    # read-only server...), in words; empty while it works.
+    waiting: str = ""
 
     def to_hash(self) -> dict[str, str]:
         fields = msgspec.structs.asdict(self)

@@ -61,6 +61,14 @@ def table(snapshot: Snapshot) -> Table:
             _age(state.oldest_pending_age_ms),
             f"[yellow]{state.dlq:,}[/]" if state.dlq else "0",
         )
+    waiting = [
+        f"{state.service} {instance.consumer} waits: {instance.waiting}"
+        for state in snapshot.services
+        for instance in state.instances
+        if instance.waiting
+    ]
+    if waiting:
+        grid.caption = "[yellow]" + "\n".join(waiting) + "[/]"
     if not snapshot.services:
         grid.caption = "no service has registered yet: start one with `streamcart worker`"
     return grid

@@ -10,50 +10,63 @@ would turn them into ghosts nobody can claim.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
+from streamcart.bus.scripts import Script
 
 _PAGE = 500
+_take_over = Script("takeover.lua", "streamcart.registry")
+_remove_idle = Script("remove_idle.lua", "streamcart.registry")
 
 
-async def take_over(redis: Redis, streams: Sequence[str], group: str, dead: str, heir: str) -> int:
-    """Claim every entry ``dead`` holds in ``group`` for ``heir``; returns how many.
+class TakeOver(NamedTuple):
+    """What a takeover claimed, and the pending ids whose entries were deleted."""
+
+    claimed: int
+    deleted: list[tuple[str, str]]  # (stream, entry id), still pending at the dead consumer
+
+
+async def take_over(
+    redis: Redis, streams: Sequence[str], group: str, dead: str, heir: str
+) -> TakeOver:
+    """Claim every entry ``dead`` holds in ``group`` for ``heir``.
 
     ``JUSTID`` keeps the delivery count: the heir's own read of its pending
-    entries counts the delivery, so a poison message is still capped.
+    entries counts the delivery, so a poison message is still capped. Entries
+    deleted from their stream are not claimed but returned, to dead-letter
+    (reason ``trimmed``) and then acknowledge.
     """
-    taken = 0
+    claimed = 0
+    deleted: list[tuple[str, str]] = []
     for stream in streams:
+        start = "-"
         while True:
-            rows = await redis.xpending_range(
-                stream, group, min="-", max="+", count=_PAGE, consumername=dead
-            )
-            ids = [row["message_id"] for row in rows]
-            if not ids:
+            ids, gone, last = await _take_over(redis, [stream], [group, dead, heir, start, _PAGE])
+            claimed += len(ids)
+            deleted.extend((stream, entry_id) for entry_id in gone)
+            if not last or len(ids) + len(gone) < _PAGE:
                 break
-            await redis.xclaim(stream, group, heir, 0, ids, justid=True)
-            taken += len(ids)
-            if len(ids) < _PAGE:
-                break
-    return taken
+            start = f"({last}"
+    return TakeOver(claimed, deleted)
 
 
 async def remove_if_idle(
     redis: Redis, keys: Keys, streams: Sequence[str], group: str, consumer: str, service: str
 ) -> int:
     """Delete ``consumer`` from the group on each stream where it owns no
-    pending entry and no live process holds its name; returns deletions."""
+    pending entry and no live process holds its name; returns deletions.
+
+    The pending check and the delete are one step (``remove_idle.lua``): a
+    process that takes the name meanwhile keeps whatever it reads.
+    """
     if await redis.exists(keys.consumer_lease(service, consumer)):
         return 0  # a live process uses this name again
     removed = 0
     for stream in streams:
-        rows = await redis.xpending_range(
-            stream, group, min="-", max="+", count=1, consumername=consumer
-        )
-        if not rows:
-            removed += int(await redis.xgroup_delconsumer(stream, group, consumer) == 0)
+        removed += int(await _remove_idle(redis, [stream], [group, consumer]))
     return removed
 
 
