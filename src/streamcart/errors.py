@@ -31,6 +31,11 @@ class RedisUnavailableError(StreamcartError):
     """No Redis server could be reached or started."""
 
 
+class LeaseLostError(StreamcartError):
+    """A worker's consumer name was leased by another process (this one was
+    paused past its lease); the worker stops, and its pool starts a new one."""
+
+
 class PermanentError(StreamcartError):
     """The message can never succeed: dead-letter it without retrying."""
 

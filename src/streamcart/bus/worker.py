@@ -25,10 +25,11 @@ from redis.exceptions import RedisError
 from streamcart.bus.connection import connect
 from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
-from streamcart.bus.lease import LEASE_MS, ConsumerLease
+from streamcart.bus.lease import ConsumerLease
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.preflight import check_server
 from streamcart.bus.service import Service
+from streamcart.errors import LeaseLostError
 
 log = logging.getLogger("streamcart.worker")
 
@@ -81,13 +82,18 @@ async def run_worker(
             service, redis, keys, consumer, instance_id=f"{name}.{uuid.uuid4().hex[:6]}", stop=stop
         )
         log.info("%s worker %s consuming %s", service.name, name, ", ".join(consumer.streams))
-        beside = [asyncio.create_task(_keep_lease(lease, stop))]
-        beside += [asyncio.create_task(_contained(c, runtime)) for c in companions]
+        keeper = asyncio.create_task(keep_lease(lease, stop))
+        beside = [asyncio.create_task(_contained(c, runtime)) for c in companions]
         try:
             await consumer.run(stop)
         finally:
             stop.set()
-            await _finish(beside)
+            await _finish([keeper, *beside])
+        if not keeper.cancelled() and keeper.result() is False:
+            raise LeaseLostError(
+                f"consumer name {name} of {service.name} was taken by another process while "
+                "this one was paused; stopped so that two processes never share it"
+            )
         with contextlib.suppress(RedisError, OSError):
             await lease.release()
         log.info("%s worker %s stopped", service.name, name)
@@ -118,13 +124,22 @@ async def _finish(tasks: list[asyncio.Task[None]], grace_s: float = 10.0) -> Non
         await asyncio.wait(late, timeout=grace_s)
 
 
-async def _keep_lease(lease: ConsumerLease, stop: asyncio.Event) -> None:
+async def keep_lease(lease: ConsumerLease, stop: asyncio.Event) -> bool:
+    """Renew ``lease`` until ``stop``; False (with ``stop`` set) once it was lost.
+
+    A process paused past its lease (SIGSTOP, a long GC, a frozen VM) finds
+    another process under its consumer name: it must stop using the name, or
+    the two would read, renew and acknowledge each other's entries.
+    """
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), LEASE_MS / 3000)
-            return
+            await asyncio.wait_for(stop.wait(), lease.lease_ms / 3000)
+            return True
         try:
             if not await lease.renew():
-                log.warning("consumer name %s was taken over after a pause", lease.name)
+                log.error("consumer name %s was taken over after a pause; stopping", lease.name)
+                stop.set()
+                return False
         except (RedisError, OSError) as exc:
             log.debug("lease renewal failed: %s", exc)
+    return True
