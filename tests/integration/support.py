@@ -234,7 +234,7 @@ async def wait_for(
 
 # -- the counter's contract keys ------------------------------------------------
 class CounterKeys:
-    """The counter service's streams (DESIGN section 3) and state keys, by their names."""
+    """The counter service's streams (contract section 3) and state keys, by their names."""
 
     def __init__(self, namespace: str, service: str = "counter") -> None:
         self.namespace = namespace

@@ -2,7 +2,7 @@
 
 The stand-in answers ``users.register``, ``users.login`` and ``users.get``
 like the real service (a real signed token included), so these tests pin the
-gateway's contract (DESIGN section 5) and nothing else.
+gateway's contract (contract section 5) and nothing else.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A real ``streamcart gateway`` process and a ``streamcart worker`` process for
 every shop service serve one namespace of the test server; the document is read from
 ``/schema/openapi.json`` and every operation in it is fuzzed with positive and
 negative data, with every built-in check: the document must describe the
-gateway's wire contract (DESIGN section 5) exactly, error bodies and statuses
+gateway's wire contract (contract section 5) exactly, error bodies and statuses
 included.
 """
 
@@ -107,7 +107,7 @@ def test_the_probes_pass_every_check(api_schema: BaseSchema) -> None:
 
 def test_a_400_body_matches_the_documented_schema(api_schema: BaseSchema) -> None:
     """Proves the documented 400 body is the one the gateway sends: the error body of
-    DESIGN section 5, not Litestar's default ``{status_code, detail, extra}``."""
+    contract section 5, not Litestar's default ``{status_code, detail, extra}``."""
     case = _operation(api_schema, "POST", "/api/users/register").Case(body=BAD_BODY)
     response = case.call(timeout=10)
     assert response.status_code == 400, response.text

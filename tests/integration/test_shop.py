@@ -1,7 +1,7 @@
 """The shop end to end through the gateway, every service a real process.
 
 One shop serves the module; each test makes its own products and users, and
-the last test checks every invariant of DESIGN section 4 over all of it.
+the last test checks every invariant of contract section 4 over all of it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The saga's services run as supervised pools of two processes. While 1,000
 orders go through the gateway, a random pool child is killed every few hundred
 milliseconds (its pool starts a new one, fair game again two seconds later).
 Clients retry a failed placement with the same Idempotency-Key, as a real
-client would. Once the shop is quiet, every invariant of DESIGN section 4 holds.
+client would. Once the shop is quiet, every invariant of contract section 4 holds.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What happens to one stream entry: the failure semantics of DESIGN section 3.
+"""What happens to one stream entry: the failure semantics of contract section 3.
 
 An entry is parsed, routed to its handler, decoded and handled; its effects
 are committed exactly once. A malformed entry, an unknown type in an inbox, a

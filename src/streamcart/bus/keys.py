@@ -1,6 +1,6 @@
 """Every Redis key name streamcart uses, built in one place.
 
-Stream names are the public contract (DESIGN section 3). A service's own
+Stream names are the public contract (contract section 3). A service's own
 state lives under the hash tag ``{<ns>:<service>}`` so that a transaction or
 script touching several of its keys stays inside one Redis Cluster slot.
 """

@@ -9,7 +9,7 @@ import sys
 from streamcart.bus.service import Service
 from streamcart.errors import ConfigurationError
 
-# The shop's services (DESIGN section 4), each in streamcart.workers.<name>.service.
+# The shop's services (contract section 4), each in streamcart.workers.<name>.service.
 SHOP = (
     "users",
     "catalog",

@@ -1,7 +1,7 @@
 """The gateway's OpenAPI document: its error responses and its security scheme.
 
 Every error status a route can answer is documented with the one error body
-(:class:`~streamcart.gateway.errors.ErrorBody`, DESIGN section 5), replacing
+(:class:`~streamcart.gateway.errors.ErrorBody`, contract section 5), replacing
 the body Litestar documents for its own ``ValidationException`` on 400.
 Routes that need a token say so through :func:`streamcart.gateway.access.signed_in`.
 """

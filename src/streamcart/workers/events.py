@@ -1,6 +1,6 @@
 """The shop's events: what each service publishes, as the others read it.
 
-One module for every cross-service payload (DESIGN section 4), so a producer
+One module for every cross-service payload (contract section 4), so a producer
 and its consumers cannot drift apart. A type's first segment is its topic
 stream (``order.placed`` -> ``<ns>:events:order``). Money is an integer in
 minor units beside a currency code, never a float.
@@ -32,7 +32,7 @@ REVIEW_SUBMITTED, REVIEW_PUBLISHED, REVIEW_REJECTED = (
 MODERATION_DECIDED = "moderation.decided"
 SURVEY_SENT = "survey.sent"
 
-# Order statuses (DESIGN section 4).
+# Order statuses (contract section 4).
 PENDING, RESERVED, CONFIRMED, SHIPPED, DELIVERED = (
     "PENDING", "RESERVED", "CONFIRMED", "SHIPPED", "DELIVERED",
 )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The saga's invariants (DESIGN section 4), checked against what the services keep.
+"""The saga's invariants (contract section 4), checked against what the services keep.
 
 Run once the system is quiet. It reads every order, reservation, stock level,
 payment and shipment, the payment provider's ledger, every consumer group and

@@ -53,7 +53,7 @@ class Stock(msgspec.Struct, frozen=True):
 
 
 class Page(msgspec.Struct, frozen=True, kw_only=True):
-    """The product page (DESIGN section 5)."""
+    """The product page (contract section 5)."""
 
     product: ProductPage
     stock: Stock | None

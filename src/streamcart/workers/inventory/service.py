@@ -1,6 +1,6 @@
 """The inventory service: stock on hand, reservations for orders, their release and commit.
 
-Its part of the order saga (DESIGN section 4): ``order.placed`` reserves every
+Its part of the order saga (contract section 4): ``order.placed`` reserves every
 line or none (``inventory.reserved`` / ``inventory.rejected``);
 ``payment.failed`` and ``order.cancelled`` release a held reservation
 (``inventory.released``); ``shipment.dispatched`` commits it

@@ -47,7 +47,7 @@ class ShipmentView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True):
-    """An order as DESIGN section 5 shows it, plus what the saga needs."""
+    """An order as contract section 5 shows it, plus what the saga needs."""
 
     order_id: str
     user_id: str

@@ -1,6 +1,6 @@
 """The payments service: charges a reserved order once, refunds a cancelled one.
 
-Its part of the saga (DESIGN section 4): ``inventory.reserved`` is charged
+Its part of the saga (contract section 4): ``inventory.reserved`` is charged
 through the provider (``payment.captured`` / ``payment.failed``);
 ``order.cancelled`` refunds a captured payment (``payment.refunded``) or, if
 the charge has not happened yet, makes sure it never will. Every provider call
