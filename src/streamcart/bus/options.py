@@ -34,9 +34,31 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_entry_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.inline_attempts < 1:
-            raise ValueError("max_attempts and inline_attempts must be at least 1")
-        if self.claim_timeout_ms < 100:
-            raise ValueError("claim_timeout_ms must be at least 100")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        """Raises:
+        ValueError: an option outside its range (see :data:`LEAST`); the config
+            store refuses such a value when it is set, naming the key and range.
+        """
+        for name, least in LEAST.items():
+            value = getattr(self, name)
+            if value < least:
+                raise ValueError(f"{name} must be at least {least}")
+
+
+# The least value of each option. Zero or negative timeouts, attempts, sizes
+# and windows mean nothing useful (a zero TTL even made every commit fail).
+LEAST: dict[str, int | float] = {
+    "max_attempts": 1,
+    "inline_attempts": 1,
+    "retry_initial_ms": 1,
+    "retry_max_ms": 1,
+    "max_deliveries": 1,
+    "claim_timeout_ms": 100,
+    "heartbeat_ms": 1,
+    "instance_ttl_ms": 1,
+    "batch_size": 1,
+    "block_ms": 1,
+    "stream_maxlen": 1,
+    "done_ttl_s": 1,
+    "shutdown_grace_s": 0,
+    "max_entry_bytes": 1,
+}
