@@ -52,6 +52,15 @@ class UnknownTypeError(PermanentError):
     """No handler for this message type in a service inbox."""
 
 
+class CommitError(PermanentError):
+    """A handler's writes cannot be committed (a key of the wrong type, say).
+
+    The message says whether nothing was written, or which write failed after
+    the message was marked done (the writes before it stay applied, and the
+    message is never applied again).
+    """
+
+
 class TransientError(StreamcartError):
     """A failure that may pass: retry the message with backoff.
 

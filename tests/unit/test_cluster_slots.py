@@ -9,6 +9,7 @@ replay, move due messages, trim, renew claims and lease consumer names.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,18 +38,29 @@ def operations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Operation]]:
     def script_keys(args: tuple[Any, ...]) -> list[str]:
         return [str(k) for k in args[3 : 3 + int(args[2])]]
 
+    def script_name(args: tuple[Any, ...]) -> str:
+        """The script's SHA, also for an EVAL that sends its source."""
+        if str(args[0]).upper() == "EVAL":
+            return hashlib.sha1(str(args[1]).encode()).hexdigest()
+        return str(args[1])
+
+    def written_keys(args: tuple[Any, ...]) -> list[str]:
+        if str(args[0]).upper() in ("EVALSHA", "EVAL"):
+            return script_keys(args)
+        return [str(args[1])] if len(args) > 1 else []
+
     redis_execute = Redis.execute_command
 
     async def on_redis(self: Redis, *args: Any, **options: Any) -> Any:
         if str(args[0]).upper() in ("EVALSHA", "EVAL"):
-            seen.append((str(args[1]), script_keys(args)))
+            seen.append((script_name(args), script_keys(args)))
         return await redis_execute(self, *args, **options)
 
     queue = Pipeline.pipeline_execute_command
 
     def on_queue(self: Pipeline, *args: Any, **options: Any) -> Any:
         if str(args[0]).upper() in ("EVALSHA", "EVAL"):
-            seen.append((str(args[1]), script_keys(args)))
+            seen.append((script_name(args), script_keys(args)))
         return queue(self, *args, **options)
 
     immediate = Pipeline.immediate_execute_command
@@ -62,7 +74,7 @@ def operations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Operation]]:
 
     async def on_execute(self: Pipeline, raise_on_error: bool = True) -> Any:
         if self.is_transaction and self.command_stack:
-            written = [str(args[1]) for args, _ in self.command_stack if len(args) > 1]
+            written = [key for args, _ in self.command_stack for key in written_keys(args)]
             seen.append(("multi", self.__dict__.get("_watched_keys", []) + written))
         return await execute(self, raise_on_error)
 

@@ -1,11 +1,14 @@
 """Committing a handler's effects exactly once.
 
-One atomic step writes the handler's state changes, its emitted messages
-(into the service's outbox) and the message's ``done`` marker, all keys of
-the service's own hash slot; a marker that exists already means the message
-was applied before, and nothing is written. Without watched keys that step is
-one script call (``commit.lua``); a handler that called ``ctx.watch`` gets a
-``WATCH``/``MULTI`` transaction instead, which also fails when a watched key
+One script (``commit.lua``) writes the handler's state changes, its emitted
+messages (into the service's outbox) and the message's ``done`` marker, all
+keys of the service's own hash slot; a marker that exists already means the
+message was applied before, and nothing is written. A script is not rolled
+back when a command fails, so it checks the writes before the first one and
+sets the marker before them: a commit is applied whole, refused whole, or
+(a write failing after the checks) marked done and never applied twice. A
+handler that called ``ctx.watch`` gets the same script as the one command of
+its ``WATCH``/``MULTI`` transaction, which also fails when a watched key
 changed. The outbox is then relayed to the target streams with the consumer's
 next acknowledgements; a relay interrupted by a crash is finished by
 :func:`relay_stale` (the relayed message keeps its id, so consumers drop a
@@ -25,7 +28,7 @@ from streamcart.bus.context import Context, Outgoing
 from streamcart.bus.deadletter import dead_letter_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.scripts import Script
-from streamcart.errors import WriteConflictError
+from streamcart.errors import CommitError, WriteConflictError
 
 OUTBOX_STREAM, OUTBOX_DELAY = "outbox_stream", "outbox_delay_ms"
 log = logging.getLogger("streamcart.commit")
@@ -50,18 +53,23 @@ async def commit(ctx: Context, *, done_ttl_s: int) -> Relay | None:
 
     Raises:
         WriteConflictError: a key the handler watched changed; run it again.
+        CommitError: a write cannot succeed (nothing was written), or failed
+            after the message was marked done; either way never applied twice.
     """
     outbox = ctx.keys.outbox(ctx.service.name)
+    keys, argv = _script_call(ctx, outbox, done_ttl_s)
     if ctx.pipe is None:
-        ids = await _commit_script(ctx, outbox, done_ttl_s)
+        reply = await _commit(ctx.redis, keys, argv)
     else:
-        ids = await _commit_watched(ctx, outbox, done_ttl_s)
+        reply = await _commit_watched(ctx, keys, argv)
+    ids = _outcome(reply)
     if ids is None:
         return None
     return Relay(outbox, ctx.outgoing, ids)
 
 
-async def _commit_script(ctx: Context, outbox: str, done_ttl_s: int) -> list[str] | None:
+def _script_call(ctx: Context, outbox: str, done_ttl_s: int) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``commit.lua`` for ``ctx``'s effects."""
     writes = _raw_commands(ctx)
     keys = [ctx.done_key, outbox, *dict.fromkeys(str(args[1]) for args in writes)]
     argv: list[Any] = [done_ttl_s, len(writes)]
@@ -72,8 +80,30 @@ async def _commit_script(ctx: Context, outbox: str, done_ttl_s: int) -> list[str
         argv.append(len(fields))
         for pair in fields.items():
             argv += pair
-    result = await _commit(ctx.redis, keys, argv)
-    return None if result == 0 else list(result)
+    return keys, argv
+
+
+def _outcome(reply: list[Any]) -> list[str] | None:
+    """The outbox ids of a commit, ``None`` for a message applied before.
+
+    Raises:
+        CommitError: the script refused the writes, or one failed after the marker.
+    """
+    status = _text(reply[0])
+    if status == "dup":
+        return None
+    if status == "ok":
+        return [_text(entry_id) for entry_id in reply[1:]]
+    if status == "refused":
+        raise CommitError(f"{_text(reply[2])}; nothing was written")
+    raise CommitError(
+        f"{_text(reply[2])}; the writes before it stay applied and the message is "
+        "marked done, so it is never applied again"
+    )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 def outbox_fields(out: Outgoing) -> dict[str, str]:
@@ -100,28 +130,23 @@ def _raw_commands(ctx: Context) -> list[tuple[Any, ...]]:
     return [args for args, _ in recorder.command_stack]
 
 
-async def _commit_watched(ctx: Context, outbox: str, done_ttl_s: int) -> list[str] | None:
-    ops = ctx.tx.ops
+async def _commit_watched(ctx: Context, keys: list[str], argv: list[Any]) -> list[Any]:
+    """The commit script inside the handler's ``WATCH``/``MULTI``: one command,
+    so EXEC never runs some writes after another one failed."""
     pipe = ctx.pipe
     assert pipe is not None
     try:
-        if await pipe.exists(ctx.done_key):
-            return None
         pipe.multi()
-        for command, args, kwargs in ops:
-            getattr(pipe, command)(*args, **kwargs)
-        for out in ctx.outgoing:
-            pipe.xadd(outbox, outbox_fields(out))
-        pipe.set(ctx.done_key, "1", ex=done_ttl_s)
-        results = await pipe.execute()
+        _commit.queue(pipe, keys, argv)
+        (reply,) = await pipe.execute()
     except WatchError:
-        if await ctx.redis.exists(ctx.done_key):
-            return None
+        # The handler runs again, and its commit then finds the marker if a
+        # twin delivery of this message was the one that committed.
         raise WriteConflictError("a watched key changed while the handler ran") from None
     finally:
         ctx.pipe = None
         await pipe.reset()
-    return [str(entry_id) for entry_id in results[len(ops) : len(ops) + len(ctx.outgoing)]]
+    return list(reply)
 
 
 async def relay_stale(

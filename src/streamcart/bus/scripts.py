@@ -37,6 +37,11 @@ class Script:
             await redis.script_load(self.source)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
+    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        """Add a call to a ``MULTI`` pipeline, with the script's source: an
+        EVALSHA queued there would only meet NOSCRIPT at EXEC."""
+        pipe.eval(self.source, len(keys), *keys, *args)
+
     async def run_many(
         self, redis: Redis, calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]
     ) -> list[Any]:
