@@ -5,7 +5,10 @@
 Prints messages/s for raw pipelined XADD, streamcart's batch publish, a raw
 XREADGROUP(COUNT 100) + pipelined XACK loop with msgspec decoding, and
 streamcart's consumer (one process, no-op handler), each with its ratio to the
-raw figure; then the peak RSS of a real worker process that consumed the load.
+raw figure; then the Redis memory the dedup window holds per handled message
+with effects (MEMORY USAGE over its keys), inside the window and once a short
+window has passed; then the peak RSS of a real worker process that consumed
+the load.
 Without a URL it starts a throwaway embedded server (no persistence).
 """
 
@@ -102,6 +105,46 @@ async def sc_consume(redis: Redis, keys: Keys, count: int, concurrency: int) -> 
     return elapsed
 
 
+async def dedup_bytes(
+    redis: Redis, keys: Keys, count: int, concurrency: int, window_s: int
+) -> float:
+    """Bytes the dedup window holds per handled ``counter.increment`` (a message
+    with effects), after ``count`` of them; for a window shorter than a minute,
+    once it has passed and the consumer's collector deleted what it may."""
+    await Publisher(redis, keys).publish_many(
+        [Message(type="counter.increment", data={"name": "a"}, to="counter")] * count, chunk=BATCH
+    )
+    service = counter.build(ServiceOptions(block_ms=100, dedup_window_s=window_s))
+    consumer = Consumer(service, redis, name="bench", keys=keys, concurrency=concurrency)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        while consumer.stats.acked < count:
+            await asyncio.sleep(0.005)
+            if task.done():
+                task.result()
+        if consumer.stats.handled != count:
+            raise RuntimeError(f"handled {consumer.stats.handled} of {count} messages")
+        used = await _dedup_memory(redis, keys)
+        # A window this short passes during the run: wait for its collection.
+        deadline = time.monotonic() + window_s * 3 + 30
+        while window_s < 60 and used and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            used = await _dedup_memory(redis, keys)
+    finally:
+        stop.set()
+        await task
+    return used / count
+
+
+async def _dedup_memory(redis: Redis, keys: Keys) -> int:
+    pattern = f"{keys.dedup_index('counter')}*"
+    used = 0
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        used += await redis.memory_usage(key, samples=0) or 0
+    return used
+
+
 async def worker_rss(url: str, namespace: str, count: int) -> float:
     """Peak RSS (MB) of a real `streamcart worker` process that consumed ``count``."""
     keys = Keys(namespace)
@@ -152,6 +195,12 @@ async def main(url: str, count: int, concurrency: int) -> None:
         report("raw XREADGROUP+XACK+decode", count, raw_con, None)
         con = await sc_consume(redis, keys, count, concurrency)
         report("streamcart consumer (no-op handler)", count, con, raw_con)
+        inside = await dedup_bytes(redis, Keys(f"bench{run}d"), count, concurrency, 3600)
+        after = await dedup_bytes(redis, Keys(f"bench{run}e"), count, concurrency, 1)
+        print(
+            f"\ndedup window per message with effects: {inside:.1f} bytes inside the window "
+            f"(dedup_window_s=3600), {after:.1f} bytes after it (dedup_window_s=1)"
+        )
         rss = await worker_rss(url, f"bench{run}w", count)
         print(f"\npeak RSS of one worker process after {count:,} messages: {rss:.1f} MB")
     finally:

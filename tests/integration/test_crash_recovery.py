@@ -2,7 +2,7 @@
 
 The killed worker's entries stay pending in the group; another process reclaims
 them after the claim timeout, and a message whose effects were committed just
-before the kill is recognised by its ``done`` marker instead of applied again.
+before the kill is recognised by its dedup marker instead of applied again.
 A consumer restarted under the same name first re-reads its own pending entries.
 """
 

@@ -149,7 +149,8 @@ def test_a_delayed_set_shares_its_stream_slot() -> None:
 
 
 def test_service_state_shares_one_slot_and_services_differ() -> None:
-    slot = key_slot(KEYS.done("orders", "m1").encode())
+    slot = key_slot(KEYS.dedup_index("orders").encode())
+    assert key_slot(KEYS.dedup_shard("orders", 17, 3).encode()) == slot
     assert key_slot(KEYS.outbox("orders").encode()) == slot
     assert key_slot(KEYS.state("orders", "order", "o1").encode()) == slot
     assert key_slot(KEYS.consumer_lease("orders", "h-0").encode()) == slot

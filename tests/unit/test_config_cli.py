@@ -24,8 +24,9 @@ def _invoke(*args: str) -> tuple[int, str]:
         (["set", SHOP, "discount_pct", "95"], "(discount_pct must be between 0 and 90)"),
         (["set", SHOP, "claim_timeout_ms", "50"], "claim_timeout_ms must be at least 100"),
         (
-            ["set", SHOP, "done_ttl_s", "0"],
-            "'done_ttl_s' in service 'shop': expected int, got 0 (done_ttl_s must be at least 1)",
+            ["set", SHOP, "dedup_window_s", "0"],
+            "'dedup_window_s' in service 'shop': expected int, got 0 "
+            "(dedup_window_s must be at least 1)",
         ),
         (["set", "retry_max_ms", "0"], "got 0 (retry_max_ms must be at least 1)"),
         (["set", SHOP, "inline_attempts", "-2"], "(inline_attempts must be at least 1)"),

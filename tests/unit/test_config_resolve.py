@@ -67,7 +67,7 @@ def test_the_global_scope_holds_only_service_options() -> None:
         # ServiceOptions.__post_init__ raises ValueError; msgspec wraps it.
         ("claim_timeout_ms", "50", "expected int, got 50 (claim_timeout_ms must be at least 100)"),
         ("max_attempts", "0", "got 0 (max_attempts must be at least 1)"),
-        ("done_ttl_s", "0", "got 0 (done_ttl_s must be at least 1)"),
+        ("dedup_window_s", "0", "got 0 (dedup_window_s must be at least 1)"),
         ("block_ms", "-5", "got -5 (block_ms must be at least 1)"),
         ("shutdown_grace_s", "-0.5", "got -0.5 (shutdown_grace_s must be at least 0)"),
         # The settings' own __post_init__ runs too.

@@ -12,6 +12,7 @@ import pytest
 
 from streamcart.bus.commit import commit
 from streamcart.bus.context import Context
+from streamcart.bus.dedup import DedupWindow
 from streamcart.bus.envelope import Envelope
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.rpc import RpcClient
@@ -215,6 +216,6 @@ async def test_a_registration_that_loses_the_race_fails_its_commit(
     await handler.func(Register(**ALICE), ctx)
     await fake_redis.set(accounts.email_key(KEYS, "alice@example.com"), "someone-else")
     with pytest.raises(WriteConflictError):
-        await commit(ctx, done_ttl_s=60)
+        await commit(ctx, DedupWindow(fake_redis, KEYS, "users"), window_s=60)
     assert await fake_redis.get(accounts.email_key(KEYS, "alice@example.com")) == "someone-else"
     assert [key async for key in fake_redis.scan_iter(match="*:user:*")] == []

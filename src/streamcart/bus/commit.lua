@@ -1,25 +1,32 @@
 -- Apply a handler's effects at most once: its writes, its emitted messages
--- (into the service's outbox) and the message's done marker.
+-- (into the service's outbox) and the message's marker in the dedup window
+-- (see bus/dedup.py and docs/contract.md).
 -- A script is not rolled back when a command in it fails, so what can be known
 -- to fail (a key of the wrong type) is checked before the first write, and the
 -- marker is written before the effects: a write that still fails halfway
 -- leaves the message marked, so no retry applies its first writes again.
--- KEYS[1] the done marker, KEYS[2] the outbox, KEYS[3..] every key the writes
--- touch (declared for Redis Cluster; all in the service's slot)
--- ARGV[1] the marker's time to live (seconds), ARGV[2] how many writes,
--- then each write as: argument count, command, arguments...;
--- then each message as: field count (pairs), fields as name, value pairs
--- Returns {'dup'} when the marker exists (applied before); {'refused', n, why}
--- when write n cannot succeed (nothing is written); {'failed', n, error} when
--- write n failed after the marker (the writes before it are applied);
--- else {'ok', outbox ids...}.
+-- KEYS[1] the outbox, KEYS[2] the dedup index, KEYS[3] the buckets' counts,
+-- KEYS[4..3+k] the shard of each bucket in view where this message's marker
+-- would be (the newest last), then every key the writes touch (declared for
+-- Redis Cluster; all in the service's slot)
+-- ARGV[1] a new bucket's width (ms), ARGV[2] the most fields of a shard,
+-- ARGV[3] the marker, ARGV[4] 1 to only prepare (check the view, the marker
+-- and the bucket; answer {'ready'}), ARGV[5] k, ARGV[6..5+k] the view,
+-- then how many writes, then each write as: argument count, command,
+-- arguments...; then each message as: field count (pairs), fields as name,
+-- value pairs
+-- Returns {'dup'} when the marker exists (applied before); {'stale', members}
+-- when the view is not the index (nothing is written but, when the newest
+-- bucket is over or full, a new one); {'refused', n, why} when write n cannot
+-- succeed (nothing is written); {'failed', n, error} when write n failed after
+-- the marker (the writes before it are applied); else {'ok', outbox ids...}.
 
 -- The type a command needs its first key to hold (or not to exist).
 local NEEDS = {}
 local function family(kind, names)
   for name in string.gmatch(names, '%S+') do NEEDS[name] = kind end
 end
-family('string', 'INCR INCRBY DECR DECRBY INCRBYFLOAT APPEND SETRANGE SETBIT GETSET GETEX PFADD')
+family('string', 'INCR INCRBY DECR DECRBY INCRBYFLOAT APPEND SETRANGE SETBIT GETSET GETEX')
 family('hash', 'HSET HSETNX HMSET HDEL HINCRBY HINCRBYFLOAT')
 family('set', 'SADD SREM SPOP SMOVE')
 family('zset', 'ZADD ZINCRBY ZREM ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZPOPMIN ZPOPMAX')
@@ -44,15 +51,53 @@ local function describe(n, command, key)
   return string.format('write %d (%s %s)', n, command, key)
 end
 
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'dup'}
+local width, cap, field = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local prepare, k = ARGV[4] == '1', tonumber(ARGV[5])
+local members = redis.call('ZRANGE', KEYS[2], 0, -1)
+local function stale()
+  return {'stale', unpack(redis.call('ZRANGE', KEYS[2], 0, -1))}
 end
+if #members ~= k then return stale() end
+for j = 1, k do
+  if members[j] ~= ARGV[5 + j] then return stale() end
+end
+for j = 1, k do
+  if redis.call('HEXISTS', KEYS[3 + j], field) == 1 then return {'dup'} end
+end
+
+-- Only the newest bucket is written to. A new one replaces it when it is over
+-- or this shard is full; its shard count keeps shards about half full at the
+-- rate the last one saw, and doubles when a shard filled early.
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local newest = nil
+if k > 0 then
+  local seq, start, w, shards = string.match(members[k], '^(%d+):(%d+):(%d+):(%d+)$')
+  newest = {seq = tonumber(seq), start = tonumber(start), width = tonumber(w), shards = tonumber(shards)}
+end
+local full = newest ~= nil and redis.call('HLEN', KEYS[3 + k]) >= cap
+if newest == nil or full or now_ms >= newest.start + newest.width then
+  local shards, seq = 1, now_ms
+  if newest ~= nil then
+    seq = math.max(now_ms, newest.seq + 1)
+    if full then
+      shards = newest.shards * 2
+    else
+      local count = tonumber(redis.call('HGET', KEYS[3], tostring(newest.seq)) or '0')
+      local expected = count * width / math.max(1, now_ms - newest.start)
+      shards = math.max(1, math.ceil(expected * 2 / cap))
+    end
+  end
+  redis.call('ZADD', KEYS[2], seq, string.format('%d:%d:%d:%d', seq, now_ms, width, shards))
+  return stale()
+end
+if prepare then return {'ready'} end
 
 -- Check every write against the types the keys will hold by then.
 local holds = {}
 local writes = {}
-local i = 3
-for n = 1, tonumber(ARGV[2]) do
+local i = 7 + k
+for n = 1, tonumber(ARGV[6 + k]) do
   local count = tonumber(ARGV[i])
   local command, key = string.upper(ARGV[i + 1]), ARGV[i + 2]
   local now = holds[key]
@@ -73,13 +118,14 @@ for n = 1, tonumber(ARGV[2]) do
   i = i + count + 1
 end
 if i <= #ARGV then
-  local outbox = type_of(KEYS[2])
+  local outbox = type_of(KEYS[1])
   if outbox ~= 'none' and outbox ~= 'stream' then
-    return {'refused', 0, 'the outbox ' .. KEYS[2] .. ' holds a ' .. outbox .. ', not a stream'}
+    return {'refused', 0, 'the outbox ' .. KEYS[1] .. ' holds a ' .. outbox .. ', not a stream'}
   end
 end
 
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+redis.call('HSET', KEYS[3 + k], field, 1)
+redis.call('HINCRBY', KEYS[3], tostring(newest.seq), 1)
 for n, span in ipairs(writes) do
   local reply = redis.pcall(unpack(ARGV, span[1], span[2]))
   if type(reply) == 'table' and reply['err'] ~= nil then
@@ -90,7 +136,7 @@ end
 local result = {'ok'}
 while i <= #ARGV do
   local count = tonumber(ARGV[i])
-  result[#result + 1] = redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + count * 2))
+  result[#result + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + count * 2))
   i = i + count * 2 + 1
 end
 return result

@@ -1,8 +1,9 @@
 """Committing a handler's effects exactly once.
 
 One script (``commit.lua``) writes the handler's state changes, its emitted
-messages (into the service's outbox) and the message's ``done`` marker, all
-keys of the service's own hash slot; a marker that exists already means the
+messages (into the service's outbox) and the message's marker in the
+service's dedup window (:mod:`streamcart.bus.dedup`), all keys of the
+service's own hash slot; a marker that exists already means the
 message was applied before, and nothing is written. A script is not rolled
 back when a command fails, so it checks the writes before the first one and
 sets the marker before them: a commit is applied whole, refused whole, or
@@ -12,12 +13,13 @@ its ``WATCH``/``MULTI`` transaction, which also fails when a watched key
 changed. The outbox is then relayed to the target streams with the consumer's
 next acknowledgements; a relay interrupted by a crash is finished by
 :func:`relay_stale` (the relayed message keeps its id, so consumers drop a
-second copy through their own ``done`` markers).
+second copy through their own dedup windows).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,11 +28,14 @@ from redis.exceptions import ResponseError, WatchError
 from streamcart.bus import delayed
 from streamcart.bus.context import Context, Outgoing
 from streamcart.bus.deadletter import dead_letter_fields
+from streamcart.bus.dedup import DedupWindow
 from streamcart.bus.keys import Keys
 from streamcart.bus.scripts import Script
 from streamcart.errors import CommitError, WriteConflictError
 
 OUTBOX_STREAM, OUTBOX_DELAY = "outbox_stream", "outbox_delay_ms"
+# A view of the dedup buckets is stale at most once per new bucket; twice more is a race.
+STALE_TRIES = 3
 log = logging.getLogger("streamcart.commit")
 _commit = Script("commit.lua")
 
@@ -46,33 +51,52 @@ class Relay:
         self.ids = ids
 
 
-async def commit(ctx: Context, *, done_ttl_s: int) -> Relay | None:
-    """Commit ``ctx``'s effects; ``None`` when this message was applied before.
+async def commit(ctx: Context, dedup: DedupWindow, *, window_s: int) -> Relay | None:
+    """Commit ``ctx``'s effects, marking its message in ``dedup`` (see
+    :mod:`streamcart.bus.dedup`); ``None`` when it was applied before.
 
     Returns what is left to relay (see :class:`Relay`).
 
     Raises:
-        WriteConflictError: a key the handler watched changed; run it again.
+        WriteConflictError: a key the handler watched changed (or the dedup
+            window opened a bucket meanwhile); run it again.
         CommitError: a write cannot succeed (nothing was written), or failed
             after the message was marked done; either way never applied twice.
     """
     outbox = ctx.keys.outbox(ctx.service.name)
-    keys, argv = _script_call(ctx, outbox, done_ttl_s)
     if ctx.pipe is None:
-        reply = await _commit(ctx.redis, keys, argv)
+        reply = await _fresh(
+            dedup, lambda: _commit(ctx.redis, *_script_call(ctx, outbox, dedup, window_s))
+        )
     else:
-        reply = await _commit_watched(ctx, keys, argv)
+        reply = await _commit_watched(ctx, outbox, dedup, window_s)
     ids = _outcome(reply)
     if ids is None:
         return None
     return Relay(outbox, ctx.outgoing, ids)
 
 
-def _script_call(ctx: Context, outbox: str, done_ttl_s: int) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of ``commit.lua`` for ``ctx``'s effects."""
+async def _fresh(dedup: DedupWindow, call: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """The reply of ``call`` once it ran on a current view of the dedup buckets."""
+    for _ in range(STALE_TRIES):
+        reply = list(await call())
+        if _text(reply[0]) != "stale":
+            return reply
+        dedup.update(reply[1:])
+    raise WriteConflictError("the dedup window kept changing during the commit")
+
+
+def _script_call(
+    ctx: Context, outbox: str, dedup: DedupWindow, window_s: int, *, prepare: bool = False
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``commit.lua`` for ``ctx``'s effects (with
+    ``prepare``, for its check of the dedup window alone)."""
+    dedup_keys, argv = dedup.script_part(ctx.message.id, window_s, prepare=prepare)
+    if prepare:
+        return [outbox, *dedup_keys], argv
     writes = _raw_commands(ctx)
-    keys = [ctx.done_key, outbox, *dict.fromkeys(str(args[1]) for args in writes)]
-    argv: list[Any] = [done_ttl_s, len(writes)]
+    keys = [outbox, *dedup_keys, *dict.fromkeys(str(args[1]) for args in writes)]
+    argv.append(len(writes))
     for args in writes:
         argv += (len(args), *args)
     for out in ctx.outgoing:
@@ -130,14 +154,23 @@ def _raw_commands(ctx: Context) -> list[tuple[Any, ...]]:
     return [args for args, _ in recorder.command_stack]
 
 
-async def _commit_watched(ctx: Context, keys: list[str], argv: list[Any]) -> list[Any]:
+async def _commit_watched(
+    ctx: Context, outbox: str, dedup: DedupWindow, window_s: int
+) -> list[Any]:
     """The commit script inside the handler's ``WATCH``/``MULTI``: one command,
-    so EXEC never runs some writes after another one failed."""
+    so EXEC never runs some writes after another one failed. Its dedup check
+    runs first outside the transaction, so a new bucket (opened there) does not
+    cost the handler a second run."""
     pipe = ctx.pipe
     assert pipe is not None
     try:
+        ready = await _fresh(
+            dedup, lambda: _commit(pipe, *_script_call(ctx, outbox, dedup, window_s, prepare=True))
+        )
+        if _text(ready[0]) == "dup":
+            return ready
         pipe.multi()
-        _commit.queue(pipe, keys, argv)
+        _commit.queue(pipe, *_script_call(ctx, outbox, dedup, window_s))
         (reply,) = await pipe.execute()
     except WatchError:
         # The handler runs again, and its commit then finds the marker if a
@@ -146,6 +179,9 @@ async def _commit_watched(ctx: Context, keys: list[str], argv: list[Any]) -> lis
     finally:
         ctx.pipe = None
         await pipe.reset()
+    if _text(reply[0]) == "stale":  # a bucket opened in between: rare
+        dedup.update(reply[1:])
+        raise WriteConflictError("the dedup window opened a new bucket; run it again")
     return list(reply)
 
 

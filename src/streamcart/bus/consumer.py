@@ -6,7 +6,8 @@ entry to the :class:`~streamcart.bus.dispatch.Dispatcher` (what happens to an
 entry); acknowledgements are flushed in pipelined XACK batches. Side loops
 renew the claim on in-flight entries (a long handler is never reclaimed from
 a live worker), reclaim the entries of dead consumers, move due delayed
-messages, trim streams safely and relay stale outbox entries.
+messages, trim streams safely, relay stale outbox entries and delete the
+dedup buckets past the window that no message in flight needs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streamcart.bus import claims, delayed
+from streamcart.bus import claims, dedup, delayed
 from streamcart.bus.commit import Relay, relay_stale, schedule_delayed
 from streamcart.bus.connection import is_cluster
 from streamcart.bus.dispatch import TRIMMED_REASON, Dispatcher, Item, Stats
@@ -125,6 +126,7 @@ class Consumer:
             asyncio.create_task(self._every(lambda: 0.2, self._move_delayed)),
             asyncio.create_task(self._every(lambda: 10.0, self._trim_streams)),
             asyncio.create_task(self._every(lambda: 5.0, self._relay_outbox)),
+            asyncio.create_task(self._every(self._dedup_interval, self._collect_dedup)),
         ]
         try:
             stopper = asyncio.create_task(stop.wait())
@@ -519,6 +521,15 @@ class Consumer:
 
     async def _relay_outbox(self) -> None:
         await relay_stale(self.redis, self.keys, self.service.name)
+
+    def _dedup_interval(self) -> float:
+        # A bucket is window / 4 wide: looking twice per bucket keeps at most
+        # about one extra bucket past the window.
+        return min(30.0, max(0.1, self.options.dedup_window_s / 8))
+
+    async def _collect_dedup(self) -> None:
+        window_s = self.options.dedup_window_s
+        await dedup.collect(self.redis, self.keys, self.group, self.streams, window_s=window_s)
 
     async def _every(
         self, interval: Callable[[], float], job: Callable[[], Awaitable[Any]]

@@ -2,7 +2,7 @@
 
 Writes go through ``ctx.tx`` and events through ``ctx.publish`` / ``ctx.send``;
 the runtime commits them together with the message's idempotency marker in
-one ``MULTI`` transaction, or not at all (see :mod:`streamcart.bus.commit`).
+one script, or not at all (see :mod:`streamcart.bus.commit`).
 """
 
 from __future__ import annotations
@@ -118,11 +118,6 @@ class Context:
         return self._tx
 
     @property
-    def done_key(self) -> str:
-        """The marker that this message's effects are committed."""
-        return self.keys.done(self.service.name, self.message.id)
-
-    @property
     def has_effects(self) -> bool:
         return bool(self.outgoing or (self._tx is not None and self._tx.ops))
 
@@ -145,9 +140,9 @@ class Context:
                 f"service's own slot; build them with ctx.key(...)"
             )
         if self.pipe is None:
-            self.pipe = await transaction(self.redis, self.done_key)
-            await self.pipe.watch(self.done_key, *keys)
-        else:
+            # On a cluster: a connection to the node of the service's slot.
+            self.pipe = await transaction(self.redis, self.keys.outbox(self.service.name))
+        if keys:
             await self.pipe.watch(*keys)
 
     def publish(self, message_type: str, data: Any, *, key: str | None = None) -> None:

@@ -32,6 +32,7 @@ from streamcart.bus import delayed
 from streamcart.bus.commit import Relay, commit
 from streamcart.bus.context import Context
 from streamcart.bus.deadletter import TRIMMED, dead_letter_fields, describe
+from streamcart.bus.dedup import DedupWindow
 from streamcart.bus.envelope import (
     ATTEMPT,
     CORRELATION_ID,
@@ -123,6 +124,7 @@ class Dispatcher:
         self.observers = observers
         self.log = log
         self.inbox = keys.inbox(service.name)
+        self.dedup = DedupWindow(redis, keys, service.name)
 
     async def process(self, item: Item) -> None:
         """Handle one entry, or decide it is dead, skipped or to be retried later;
@@ -218,9 +220,7 @@ class Dispatcher:
             tracing.event("dropped", reason="past its deadline")
             self.host.ack(item)
             return
-        if (item.deliveries > 1 or envelope.attempt > 1) and await self.redis.exists(
-            self.keys.done(self.service.name, envelope.id)
-        ):
+        if (item.deliveries > 1 or envelope.attempt > 1) and await self.dedup.seen(envelope.id):
             self.stats.skipped += 1  # its effects were committed before a crash
             tracing.event("duplicate", reason="its effects were committed before")
             self.host.ack(item)
@@ -283,7 +283,7 @@ class Dispatcher:
             result = await handler.func(payload, ctx)
             relay = None
             if ctx.has_effects or ctx.pipe is not None:
-                relay = await commit(ctx, done_ttl_s=self.host.options.done_ttl_s)
+                relay = await commit(ctx, self.dedup, window_s=self.host.options.dedup_window_s)
             return result, relay
         finally:
             if ctx.pipe is not None:

@@ -52,9 +52,17 @@ class Keys:
         """A key in the service's own hash slot, for its state."""
         return ":".join((self.service_tag(service), *parts))
 
-    def done(self, service: str, message_id: str) -> str:
-        """Marks a message whose effects are committed (idempotency)."""
-        return self.state(service, "done", message_id)
+    def dedup_index(self, service: str) -> str:
+        """Sorted set of the dedup window's buckets (see ``bus/dedup.py``)."""
+        return self.state(service, "dedup")
+
+    def dedup_counts(self, service: str) -> str:
+        """Hash: bucket seq -> how many messages it marked."""
+        return self.state(service, "dedup", "counts")
+
+    def dedup_shard(self, service: str, seq: int, shard: int) -> str:
+        """Hash of marked message ids: one shard of one bucket."""
+        return self.state(service, "dedup", str(seq), str(shard))
 
     def outbox(self, service: str) -> str:
         """Events committed with the state, waiting to be relayed."""

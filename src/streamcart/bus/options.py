@@ -29,7 +29,9 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True):
     batch_size: int = 100
     block_ms: int = 1_000
     stream_maxlen: int = 100_000
-    done_ttl_s: int = 7 * 24 * 3600
+    # A message id is not applied twice within this window, nor while its entry
+    # is pending or its retry is scheduled; after it, it may be (docs/contract.md).
+    dedup_window_s: int = 3600
     shutdown_grace_s: float = 10.0
     max_entry_bytes: int = 1_000_000
 
@@ -58,7 +60,7 @@ LEAST: dict[str, int | float] = {
     "batch_size": 1,
     "block_ms": 1,
     "stream_maxlen": 1,
-    "done_ttl_s": 1,
+    "dedup_window_s": 1,
     "shutdown_grace_s": 0,
     "max_entry_bytes": 1,
 }

@@ -1,8 +1,8 @@
 """The service's state: counters, GMV, top products and unique users.
 
 Every write goes through ``ctx.tx``, so a message is counted together with
-its ``done`` marker: a redelivered or republished message (same id) is never
-counted twice. Keys (under ``{<ns>:analytics}``):
+its dedup marker: a redelivered or republished message (same id) is not
+counted twice within the dedup window. Keys (under ``{<ns>:analytics}``):
 
 * ``counts:<minute>`` hash: message type -> messages in that minute (its first
   second, Unix time); expires ``bucket_ttl_s`` after its last write.

@@ -1,7 +1,7 @@
 """The service's state: co-purchase and co-view graphs, user histories, popularity.
 
 Every key is in the service's own slot (``ctx.key``) and every write goes
-through ``ctx.tx``, so an event's updates land together with its ``done``
+through ``ctx.tx``, so an event's updates land together with its dedup
 marker, exactly once. Keys (under ``{<ns>:recommendations}``):
 
 * ``bought-with:<sku>`` / ``viewed-with:<sku>`` sorted sets: neighbour -> how
