@@ -9,7 +9,7 @@ from fakeredis import FakeAsyncRedis
 from redis.crc import key_slot
 
 from streamcart.config.store import ConfigStore
-from streamcart.errors import ConfigurationError
+from streamcart.errors import ConfigurationError, InvalidConfigError
 from tests.unit.support import KEYS
 
 SCOPE = KEYS.config_scope("shop")
@@ -134,6 +134,24 @@ async def test_a_malformed_scope_or_empty_key_is_refused(store: ConfigStore) -> 
         await store.set("Shop Front", "greeting", "hi")
     with pytest.raises(ConfigurationError, match="must not be empty"):
         await store.set("shop", "", "hi")
+    assert await store.version() == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("dedup_window_s", 0, "dedup_window_s must be at least 1"),
+        ("claim_timeout_ms", -1, "claim_timeout_ms must be at least 100"),
+        ("max_attempts", "many", "Expected `int`, got `str`"),
+    ],
+)
+async def test_a_service_option_out_of_its_range_is_never_stored(
+    store: ConfigStore, key: str, value: object, why: str
+) -> None:
+    with pytest.raises(InvalidConfigError, match=why) as caught:
+        await store.set("orders", key, value)
+    assert (caught.value.scope, caught.value.key) == ("orders", key)
+    assert await store.list("orders") == {}
     assert await store.version() == 0
 
 

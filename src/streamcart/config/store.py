@@ -20,8 +20,9 @@ from redis.asyncio import Redis
 from streamcart.bus.connection import transaction
 from streamcart.bus.envelope import build_fields
 from streamcart.bus.keys import Keys
+from streamcart.bus.options import ServiceOptions
 from streamcart.bus.scripts import Script
-from streamcart.errors import ConfigurationError
+from streamcart.errors import ConfigurationError, InvalidConfigError
 
 GLOBAL = "global"
 CHANGED = "config.changed"
@@ -113,7 +114,11 @@ class ConfigStore:
 
         Raises:
             ConfigurationError: a malformed scope or an empty key.
+            InvalidConfigError: a ``ServiceOptions`` key with a value it refuses
+                (out of its range, say): never stored, even by a caller that
+                did not validate it.
         """
+        _check_option(scope, key, value)
         return await self._change(scope, key, encode_value(value))
 
     async def unset(self, scope: str, key: str) -> int:
@@ -167,6 +172,17 @@ class ConfigStore:
         }
         await self.redis.xadd(self.keys.stream_for(CHANGED), build_fields(CHANGED, data))
         await self.redis.publish(self.keys.config_channel(), str(version))
+
+
+def _check_option(scope: str, key: str, value: Any) -> None:
+    if key not in ServiceOptions.__struct_fields__:
+        return
+    try:
+        msgspec.convert({key: value}, ServiceOptions)
+    except msgspec.ValidationError as exc:
+        raise InvalidConfigError(
+            f"invalid value for {key!r} in scope {scope!r}: {exc}", scope=scope, key=key
+        ) from None
 
 
 def _checked(scope: str) -> str:
