@@ -80,3 +80,19 @@ def welcome() -> Service:
         ctx.send("counter", "counter.increment", {"name": "welcomed"})
 
     return service
+
+
+class Probe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    n: int
+
+
+def listener() -> Service:
+    """The counter, also listening to the ``probe`` topic: hostile entries reach
+    it both ways (its inbox and a topic it shares with other groups)."""
+    service = counter.build(FAST_OPTIONS)
+
+    @service.on("probe.seen")
+    async def seen(msg: Probe, ctx: Context) -> None:
+        ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
+
+    return service
