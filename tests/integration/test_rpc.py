@@ -19,6 +19,7 @@ from streamcart.bus.rpc import RpcClient
 from streamcart.errors import InvalidError, NotFoundError, RpcTimeoutError, UnavailableError
 from streamcart.examples import counter
 from streamcart.examples.counter import Count
+from tests.integration.faults import FaultProxy
 from tests.integration.support import Workers, running, wait_for
 
 FAST = ServiceOptions(block_ms=100, max_attempts=2, inline_attempts=2, retry_initial_ms=10)
@@ -77,6 +78,34 @@ async def test_no_reply_in_time_is_a_timeout_and_a_late_reply_is_dropped(
             assert await rpc.call("counter.get", {"name": "a"}) == {"name": "a", "count": 1}
             assert consumer.stats.skipped == 1  # the request that expired while queued
         assert rpc.pending == 0
+
+
+@pytest.mark.standalone  # the proxy stands in front of one server
+async def test_a_call_through_a_frozen_link_ends_at_its_deadline(
+    redis_url: str, real_redis: Redis, namespace: str
+) -> None:
+    """Redis accepts the request's bytes and never answers: the call raises its
+    timeout within about its 1 s (the client's socket timeout is 11 s), and once
+    the link heals the same client works, its interrupted connection not reused."""
+    keys = Keys(namespace)
+    await real_redis.hset(keys.state("counter", "counts"), "a", 1)
+    with FaultProxy(redis_url) as proxy:
+        client = connect(proxy.url)
+        try:
+            async with RpcClient(client, keys) as rpc:
+                proxy.freeze()
+                started = time.monotonic()
+                with pytest.raises(RpcTimeoutError, match="no reply within 1000 ms"):
+                    await rpc.call("counter.get", {"name": "a"}, timeout=1.0)
+                assert time.monotonic() - started < 3.0
+                assert rpc.pending == 0
+                proxy.passthrough()
+                await client.set(keys.state("counter", "probe"), "p")
+                assert await client.get(keys.state("counter", "probe")) == "p"
+                async with running(_consumer(real_redis, namespace)):
+                    assert await rpc.call("counter.get", {"name": "a"}) == {"name": "a", "count": 1}
+        finally:
+            await client.aclose()
 
 
 async def test_a_request_past_its_deadline_is_never_executed(

@@ -194,8 +194,6 @@ class RpcClient:
         deadline_ms: int | None,
         response_type: Any,
     ) -> Any:
-        service = target.partition(".")[0]
-        await self.start()
         now_ms = int(time.time() * 1000)
         deadline = now_ms + int(timeout * 1000)
         if deadline_ms is not None:
@@ -203,29 +201,40 @@ class RpcClient:
         if deadline <= now_ms:
             raise RpcTimeoutError(f"{target}: the deadline passed before the call was sent")
         correlation = uuid.uuid4().hex
-        waiter: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
-        self._waiters[correlation] = waiter
-        try:
-            extra = {REPLY_TO: self.reply_stream, CORRELATION_ID: correlation,
-                     DEADLINE_MS: str(deadline)}  # fmt: skip
-            fields = build_fields(target, {} if data is None else data, extra=extra)
-            span = tracing.calling(fields, target, correlation)
-            with tracing.ending(span):
-                await self.redis.xadd(self.keys.inbox(service), fields)
-                try:
-                    reply = await asyncio.wait_for(waiter, (deadline - now_ms) / 1000)
-                except TimeoutError:
-                    raise RpcTimeoutError(
-                        f"{target}: no reply within {deadline - now_ms} ms"
-                    ) from None
-                if reply.get(STATUS) != "ok":
-                    raise error_from_reply(reply.get(CODE, "internal"), reply.get(MESSAGE, ""))
-        finally:
-            self._waiters.pop(correlation, None)
+        extra = {REPLY_TO: self.reply_stream, CORRELATION_ID: correlation,
+                 DEADLINE_MS: str(deadline)}  # fmt: skip
+        fields = build_fields(target, {} if data is None else data, extra=extra)
+        span = tracing.calling(fields, target, correlation)
+        with tracing.ending(span):
+            # Every step is inside the deadline, the send too: the socket timeout
+            # sits above the blocking reads' time, so a frozen link would hold a
+            # send far longer. redis-py drops a connection whose command is cancelled.
+            try:
+                async with asyncio.timeout((deadline - now_ms) / 1000) as limit:
+                    reply = await self._request(target, fields, correlation)
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                raise RpcTimeoutError(f"{target}: no reply within {deadline - now_ms} ms") from None
+            if reply.get(STATUS) != "ok":
+                raise error_from_reply(reply.get(CODE, "internal"), reply.get(MESSAGE, ""))
         try:
             return msgspec.json.decode(reply.get(DATA, "null"), type=response_type)
         except msgspec.ValidationError as exc:
             raise StreamcartError(f"{target} replied with an unexpected shape: {exc}") from exc
+
+    async def _request(
+        self, target: str, fields: dict[str, str], correlation: str
+    ) -> dict[str, str]:
+        """Send the request and wait for its reply, with no limit of its own."""
+        await self.start()
+        waiter: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._waiters[correlation] = waiter
+        try:
+            await self.redis.xadd(self.keys.inbox(target.partition(".")[0]), fields)
+            return await waiter
+        finally:
+            self._waiters.pop(correlation, None)
 
     async def _read_replies(self) -> None:
         last = self._last_id  # not "$": a reply may land before the first read
