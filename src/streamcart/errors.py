@@ -136,6 +136,11 @@ class RpcTimeoutError(TransientError):
     code = "timeout"
 
 
+class HandlerTimeoutError(TransientError):
+    """A handler attempt ran past the service's ``handler_timeout_ms`` and was cancelled;
+    nothing it did through the context is committed."""
+
+
 class RemoteError(StreamcartError):
     """An error reply whose code this side does not know."""
 

@@ -8,6 +8,7 @@ finishes it; the frozen worker's late commit, once it resumes, is rejected.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,43 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from streamcart.bus.consumer import Consumer
+from streamcart.bus.context import Context
+from streamcart.bus.keys import Keys
+from streamcart.bus.options import ServiceOptions
+from streamcart.bus.service import Service
 from tests.integration.services import SLOW_HANDLER_MS, SLOW_OPTIONS
-from tests.integration.support import CounterKeys, Worker, Workers, pending, wait_for
+from tests.integration.support import (
+    CounterKeys,
+    Worker,
+    Workers,
+    pending,
+    running,
+    wait_for,
+)
 
 SLOW = "tests.integration.services:slow"
 GRACE_S = SLOW_OPTIONS.shutdown_grace_s + 10
 WORK = {"type": "slow.work", "data": '{"name": "w"}', "id": "m1"}
+
+
+HUNG = ServiceOptions(
+    handler_timeout_ms=300, max_attempts=3, inline_attempts=2, retry_initial_ms=10, block_ms=100
+)
+
+
+def _hanging() -> Service:
+    """A handler that records its effects through the context, then never returns."""
+    service = Service("hung", options=HUNG)
+
+    @service.on("hung.work")
+    async def work(msg: dict[str, object], ctx: Context) -> None:
+        await ctx.redis.hincrby(ctx.key("started"), ctx.message.id, 1)
+        ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
+        ctx.publish("hung.done", {})
+        await asyncio.Event().wait()
+
+    return service
 
 
 async def _consumers(redis: Redis, keys: CounterKeys) -> list[str]:
@@ -98,6 +130,36 @@ async def test_live_worker_keeps_its_long_handler_entry(
     assert await real_redis.hgetall(keys.state("applied")) == {"m1": "1"}
     assert await real_redis.hgetall(keys.counts) == {"w": "1"}
     assert await pending(real_redis, keys.inbox, keys.group) == 0
+
+
+async def test_a_hung_handler_is_failed_at_its_timeout_and_dead_lettered_uncommitted(
+    real_redis: Redis, namespace: str
+) -> None:
+    """A handler that never returns: each attempt is cancelled after
+    ``handler_timeout_ms`` and retried, and after ``max_attempts`` the message is a
+    dead letter saying why; none of the attempts committed anything."""
+    keys = CounterKeys(namespace, "hung")
+    consumer = Consumer(_hanging(), real_redis, name="c1", keys=Keys(namespace), concurrency=4)
+    async with running(consumer):
+        await real_redis.xadd(keys.inbox, {"type": "hung.work", "data": "{}", "id": "m1"})
+
+        async def dead_letters() -> list[dict[str, str]]:
+            return [fields for _, fields in await real_redis.xrange(keys.dlq)]
+
+        dead = await wait_for(dead_letters, within=20, what="the hung message dead-lettered")
+        await wait_for(
+            lambda: _no_pending(real_redis, keys), within=5, what="the entry acknowledged"
+        )
+    assert len(dead) == 1 and dead[0]["id"] == "m1"
+    assert dead[0]["dlq_error"].startswith("HandlerTimeoutError: hung.work still running after")
+    assert dead[0]["dlq_attempts"] == str(HUNG.max_attempts)
+    assert await real_redis.hgetall(keys.state("started")) == {"m1": str(HUNG.max_attempts)}
+    assert await real_redis.hgetall(keys.applied) == {}
+    assert await real_redis.xlen(f"{namespace}:events:hung") == 0
+
+
+async def _no_pending(redis: Redis, keys: CounterKeys) -> bool:
+    return await pending(redis, keys.inbox, keys.group) == 0
 
 
 @pytest.mark.chaos

@@ -24,6 +24,7 @@ SHOP = shop.build()
         (None, "max_attempts", "3", 3),
         (SHOP, "max_attempts", "3", 3),
         (SHOP, "shutdown_grace_s", "3", 3.0),
+        (SHOP, "handler_timeout_ms", "500", 500),
         (SHOP, "greeting", "hi there", "hi there"),
         (SHOP, "greeting", '"5"', "5"),
         # JSON that does not fit a str field is taken as the text typed.
@@ -70,6 +71,8 @@ def test_the_global_scope_holds_only_service_options() -> None:
         ("dedup_window_s", "0", "got 0 (dedup_window_s must be at least 1)"),
         ("block_ms", "-5", "got -5 (block_ms must be at least 1)"),
         ("shutdown_grace_s", "-0.5", "got -0.5 (shutdown_grace_s must be at least 0)"),
+        ("handler_timeout_ms", "0", "got 0 (handler_timeout_ms must be at least 1)"),
+        ("handler_timeout_ms", "-5", "got -5 (handler_timeout_ms must be at least 1)"),
         # The settings' own __post_init__ runs too.
         ("discount_pct", "95", "expected int, got 95 (discount_pct must be between 0 and 90)"),
     ],

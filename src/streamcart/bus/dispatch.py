@@ -11,6 +11,7 @@ the inbox after an exponential backoff with jitter, then dead-lettered after
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -51,6 +52,7 @@ from streamcart.bus.rpc import Reply, RpcClient, reply_error, reply_ok
 from streamcart.bus.service import Handler, Service
 from streamcart.errors import (
     DomainError,
+    HandlerTimeoutError,
     MalformedEntryError,
     PermanentError,
     TransientError,
@@ -280,7 +282,7 @@ class Dispatcher:
             config=self.host.settings, rpc=self.host.rpc,
         )  # fmt: skip
         try:
-            result = await handler.func(payload, ctx)
+            result = await self._run_handler(envelope, handler, payload, ctx)
             relay = None
             if ctx.has_effects or ctx.pipe is not None:
                 relay = await commit(ctx, self.dedup, window_s=self.host.options.dedup_window_s)
@@ -288,6 +290,23 @@ class Dispatcher:
         finally:
             if ctx.pipe is not None:
                 await ctx.pipe.reset()
+
+    async def _run_handler(
+        self, envelope: Envelope, handler: Handler, payload: Any, ctx: Context
+    ) -> Any:
+        """The handler's result, cancelled at ``handler_timeout_ms``: a hung handler
+        would otherwise hold its entry forever, its claim renewed all along. The
+        commit comes after, so a cancelled attempt commits nothing."""
+        timeout_ms = self.host.options.handler_timeout_ms
+        try:
+            async with asyncio.timeout(timeout_ms / 1000) as limit:
+                return await handler.func(payload, ctx)
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the handler's own timeout, a failure like any other
+            raise HandlerTimeoutError(
+                f"{envelope.type} still running after handler_timeout_ms={timeout_ms}"
+            ) from None
 
     async def _retry(
         self, item: Item, envelope: Envelope, handler: Handler, payload: Any, first: Exception

@@ -34,6 +34,8 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: int = 3600
     shutdown_grace_s: float = 10.0
     max_entry_bytes: int = 1_000_000
+    # A handler attempt still running after this fails as a transient error.
+    handler_timeout_ms: int = 60_000
 
     def __post_init__(self) -> None:
         """Raises:
@@ -63,4 +65,5 @@ LEAST: dict[str, int | float] = {
     "dedup_window_s": 1,
     "shutdown_grace_s": 0,
     "max_entry_bytes": 1,
+    "handler_timeout_ms": 1,
 }
