@@ -386,6 +386,23 @@ async def test_a_service_that_does_not_answer_is_504(real_redis: Redis, keys: Ke
         assert_error(response, 504, "timeout")
 
 
+async def test_a_request_has_one_deadline_that_its_calls_carry(
+    real_redis: Redis, keys: Keys
+) -> None:
+    """The request's deadline, shorter than a call's own timeout, ends it with a
+    504; the request it sent carries that deadline, so a late worker drops it."""
+    async with (
+        alive(real_redis, keys),
+        gateway(real_redis, keys, rpc_timeout_s=5.0, request_timeout_s=0.5) as client,
+    ):
+        started_ms = time.time() * 1000
+        response = await client.post("/api/users/register", json=ALICE)
+        assert_error(response, 504, "timeout")
+        assert time.time() * 1000 - started_ms < 2_000
+    [(_, request)] = await real_redis.xrange(keys.inbox("users"))
+    assert int(request["deadline_ms"]) <= started_ms + 500 + 50
+
+
 # -- rate limits ----------------------------------------------------------------------
 async def test_requests_past_the_burst_are_429_with_retry_after(
     real_redis: Redis, keys: Keys

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from streamcart.bus.embedded import EmbeddedRedis
+from tests.integration.faults import FaultProxy
 from tests.integration.support import Worker, cli, free_port, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -31,6 +33,8 @@ OUTAGE_ROUNDS = 3
 RECOVERY_S = 15.0
 START_S = 30.0
 DOWN_STATUSES = {503, 504}
+# The gateway's default request deadline: every wait on Redis a request makes shares it.
+REQUEST_DEADLINE_S = 5.0
 
 
 def _describe(response: httpx.Response) -> str:
@@ -133,3 +137,63 @@ async def test_gateway_answers_503_while_redis_is_down_and_recovers_by_itself(
         for process in processes:
             process.kill()
         server.stop()
+
+
+@pytest.mark.standalone  # the proxy stands in front of one server
+async def test_a_request_through_a_frozen_link_answers_by_its_deadline_and_the_link_heals(
+    redis_url: str, real_redis: Redis, namespace: str, tmp_path: Path
+) -> None:
+    """The gateway reaches Redis through a link that starts holding every byte and
+    answering nothing (the socket stays open, so only a deadline notices): a login
+    is answered 503 or 504 within about the request's deadline, not after the
+    limiter's, discovery's and the call's socket timeouts in a row, and
+    ``/healthz`` still answers. When the link passes again, logins work with
+    the same gateway process."""
+    http_port = free_port()
+    with FaultProxy(redis_url) as proxy:
+        users = Worker(cli(redis_url, namespace, "worker", "users", "-c", "8"),
+                       tmp_path / "users.log")  # fmt: skip
+        gateway = Worker(cli(proxy.url, namespace, "gateway", "--port", str(http_port)),
+                         tmp_path / "gateway.log")  # fmt: skip
+        processes = [users, gateway]
+
+        def context() -> str:
+            return "\n".join(process.tail() for process in processes)
+
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{http_port}", timeout=httpx.Timeout(60.0)
+            ) as client:
+
+                async def ready() -> bool:
+                    try:
+                        return (await client.get("/readyz")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await wait_for(ready, within=START_S, what="the gateway ready", context=context)
+                registered = await client.post("/api/users/register", json=ALICE)
+                assert registered.status_code == 201, _describe(registered)
+
+                proxy.freeze()
+                response, elapsed = await _timed(client, "POST", "/api/users/login", json=LOGIN)
+                assert response.status_code in DOWN_STATUSES, _describe(response)
+                assert response.json()["error"]["code"] in {"unavailable", "timeout"}
+                assert elapsed < 2 * REQUEST_DEADLINE_S, f"login took {elapsed:.1f}s"
+                health, elapsed = await _timed(client, "GET", "/healthz")
+                assert health.status_code == 200 and elapsed < PROMPT_S, _describe(health)
+
+                proxy.passthrough()
+
+                async def logged_in() -> bool:
+                    login = await client.post("/api/users/login", json=LOGIN)
+                    assert login.status_code < 500 or login.status_code in DOWN_STATUSES
+                    return login.status_code == 200
+
+                await wait_for(
+                    logged_in, within=RECOVERY_S, what="login to work again", context=context
+                )
+                assert gateway.alive() and users.alive(), context()
+        finally:
+            for process in processes:
+                process.kill()

@@ -26,6 +26,7 @@ from streamcart.bus.keys import Keys
 from streamcart.gateway.auth import Authenticator
 from streamcart.gateway.dependencies import AUTHENTICATOR, SERVICES
 from streamcart.gateway.errors import error_handlers
+from streamcart.gateway.middleware.deadline import DeadlineMiddleware
 from streamcart.gateway.middleware.metrics import GatewayMetrics, MetricsMiddleware
 from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
@@ -60,6 +61,7 @@ def create_app(
     keys: Keys,
     *,
     rpc_timeout_s: float = 5.0,
+    request_timeout_s: float = 5.0,
     max_body_bytes: int = 1_000_000,
     limit: RateLimit | None = None,
     breakers: Breakers | None = None,
@@ -69,7 +71,9 @@ def create_app(
     ``limit`` fixes each client's request budget; without it the budget is
     the config store's ``gateway`` scope (``rate``, ``burst``), live; ``max_body_bytes`` caps a
     request body (413 beyond it, checked on ``Content-Length`` and while
-    reading a streamed body, before any decoding). The app's lifespan starts
+    reading a streamed body, before any decoding). A request unanswered after
+    ``request_timeout_s`` is a 504, however many calls it made; each service
+    call also gives up after ``rpc_timeout_s``. The app's lifespan starts
     and stops its RPC client; it never closes ``redis``.
     """
     services = Services(redis, keys, timeout_s=rpc_timeout_s, breakers=breakers)
@@ -106,6 +110,7 @@ def create_app(
         middleware=[
             TracingMiddleware(),
             MetricsMiddleware(metrics),
+            DeadlineMiddleware(request_timeout_s),
             RateLimitMiddleware(
                 TokenBucket(redis, keys, RATE_LIMITER),
                 authenticator,

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
 from streamcart.errors import UnavailableError
+from streamcart.gateway.middleware.deadline import current_deadline_ms
 from streamcart.registry.discovery import Discovery
 from streamcart.resilience.breaker import Breakers
 
@@ -49,6 +50,9 @@ class Services:
     async def call(self, target: str, data: Any = None, *, response_type: Any = Any) -> Any:
         """Call ``target`` (``service.method``) and return its decoded reply.
 
+        The call ends by the request's deadline when one is being served, and
+        after ``timeout_s`` in any case.
+
         Raises:
             UnavailableError: no live instance of the service.
             CircuitOpenError: the service's breaker is open.
@@ -59,5 +63,9 @@ class Services:
         if not await self.discovery.is_available(service):
             raise UnavailableError(f"the {service} service has no live instance")
         return await self.rpc.call(
-            target, data, timeout=self.timeout_s, response_type=response_type
+            target,
+            data,
+            timeout=self.timeout_s,
+            deadline_ms=current_deadline_ms(),
+            response_type=response_type,
         )
