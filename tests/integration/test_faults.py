@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError, ReadOnlyError, ResponseError
 
-from tests.integration.faults import FaultProxy
+from streamcart.bus.connection import connect
+from tests.integration.faults import FaultProxy, acl_user, misconf, readonly
 from tests.integration.support import wait_for
 
 pytestmark = pytest.mark.standalone  # a cluster's clients go to the nodes, not a proxy
@@ -154,3 +157,53 @@ async def test_closing_the_proxy_closes_what_it_opened(redis_url: str, real_redi
     await wait_for(gone, within=5, what="the proxy's server connection to close")
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+# -- the server's own error replies ---------------------------------------------
+async def test_an_acl_user_loses_one_command_and_is_deleted_after(
+    redis_url: str, real_redis: Redis, namespace: str
+) -> None:
+    stream = f"{namespace}:s"
+    async with acl_user(real_redis, redis_url) as user:
+        client = connect(user.url)
+        try:
+            entry = await client.xadd(stream, {"f": "v"})
+            await client.xgroup_create(stream, "g", id="0")
+            await client.xreadgroup("g", "c", {stream: ">"})
+            await user.deny("xack")
+            with pytest.raises(NoPermissionError):
+                await client.xack(stream, "g", entry)
+            assert await client.xlen(stream) == 1  # the others still work
+            await user.allow("xack")
+            assert await client.xack(stream, "g", entry) == 1
+        finally:
+            await client.aclose()
+    assert user.name not in await real_redis.acl_users()
+
+
+async def test_misconf_refuses_writes_until_it_is_undone(real_redis: Redis, namespace: str) -> None:
+    key = f"{namespace}:k"
+    await real_redis.set(key, "before")
+    save = await real_redis.config_get("save")
+    async with misconf(real_redis):
+        with pytest.raises(ResponseError, match=r"^MISCONF"):
+            await real_redis.set(key, "during")
+        assert await real_redis.get(key) == "before"
+    await real_redis.set(key, "after")
+    assert await real_redis.get(key) == "after"
+    assert await real_redis.config_get("save") == save
+
+
+async def test_readonly_refuses_writes_and_keeps_the_data(
+    real_redis: Redis, namespace: str, tmp_path: Path, redis_url: str
+) -> None:
+    key = f"{namespace}:k"
+    await real_redis.set(key, "before")
+    async with readonly(real_redis, redis_url, tmp_path / "copy"):
+        with pytest.raises(ReadOnlyError):
+            await real_redis.set(key, "during")
+        assert await real_redis.get(key) == "before"
+    assert (await real_redis.info("replication"))["role"] == "master"
+    assert await real_redis.get(key) == "before"
+    await real_redis.set(key, "after")
+    assert await real_redis.get(key) == "after"

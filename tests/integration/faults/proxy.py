@@ -1,4 +1,4 @@
-"""Faults the real server never makes by itself, made on purpose for a test.
+"""A link that misbehaves on demand.
 
 :class:`FaultProxy` sits between a client and the test server and can, while
 the test runs, pass bytes, delay them, freeze the link (bytes accepted and
