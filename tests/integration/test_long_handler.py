@@ -9,6 +9,7 @@ finishes it; the frozen worker's late commit, once it resumes, is rejected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,15 @@ def _hanging() -> Service:
         ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
         ctx.publish("hung.done", {})
         await asyncio.Event().wait()
+
+    @service.on("hung.stubborn")
+    async def stubborn(msg: dict[str, object], ctx: Context) -> None:
+        """Swallows its cancellation and returns late, effects and all."""
+        await ctx.redis.hincrby(ctx.key("started"), ctx.message.id, 1)
+        ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
+        ctx.publish("hung.done", {})
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
 
     return service
 
@@ -132,16 +142,17 @@ async def test_live_worker_keeps_its_long_handler_entry(
     assert await pending(real_redis, keys.inbox, keys.group) == 0
 
 
+@pytest.mark.parametrize("message_type", ["hung.work", "hung.stubborn"])
 async def test_a_hung_handler_is_failed_at_its_timeout_and_dead_lettered_uncommitted(
-    real_redis: Redis, namespace: str
+    real_redis: Redis, namespace: str, message_type: str
 ) -> None:
-    """A handler that never returns: each attempt is cancelled after
-    ``handler_timeout_ms`` and retried, and after ``max_attempts`` the message is a
-    dead letter saying why; none of the attempts committed anything."""
+    """A handler that never returns (or returns only once cancelled): each attempt
+    is failed after ``handler_timeout_ms`` and retried, and after ``max_attempts``
+    the message is a dead letter saying why; none of the attempts committed anything."""
     keys = CounterKeys(namespace, "hung")
     consumer = Consumer(_hanging(), real_redis, name="c1", keys=Keys(namespace), concurrency=4)
     async with running(consumer):
-        await real_redis.xadd(keys.inbox, {"type": "hung.work", "data": "{}", "id": "m1"})
+        await real_redis.xadd(keys.inbox, {"type": message_type, "data": "{}", "id": "m1"})
 
         async def dead_letters() -> list[dict[str, str]]:
             return [fields for _, fields in await real_redis.xrange(keys.dlq)]
@@ -151,7 +162,8 @@ async def test_a_hung_handler_is_failed_at_its_timeout_and_dead_lettered_uncommi
             lambda: _no_pending(real_redis, keys), within=5, what="the entry acknowledged"
         )
     assert len(dead) == 1 and dead[0]["id"] == "m1"
-    assert dead[0]["dlq_error"].startswith("HandlerTimeoutError: hung.work still running after")
+    error = f"HandlerTimeoutError: {message_type} still running after handler_timeout_ms=300"
+    assert dead[0]["dlq_error"] == error
     assert dead[0]["dlq_attempts"] == str(HUNG.max_attempts)
     assert await real_redis.hgetall(keys.state("started")) == {"m1": str(HUNG.max_attempts)}
     assert await real_redis.hgetall(keys.applied) == {}

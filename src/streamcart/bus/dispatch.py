@@ -300,13 +300,16 @@ class Dispatcher:
         timeout_ms = self.host.options.handler_timeout_ms
         try:
             async with asyncio.timeout(timeout_ms / 1000) as limit:
-                return await handler.func(payload, ctx)
+                result = await handler.func(payload, ctx)
         except TimeoutError:
             if not limit.expired():
                 raise  # the handler's own timeout, a failure like any other
+        if limit.expired():
+            # Also when the handler swallowed its cancellation and returned late.
             raise HandlerTimeoutError(
                 f"{envelope.type} still running after handler_timeout_ms={timeout_ms}"
-            ) from None
+            )
+        return result
 
     async def _retry(
         self, item: Item, envelope: Envelope, handler: Handler, payload: Any, first: Exception
