@@ -87,7 +87,7 @@ async def test_delay_holds_each_chunk(proxy: FaultProxy, conns: Connections) -> 
     proxy.passthrough()
     started = time.monotonic()
     assert await _ping(reader, writer) == PONG
-    assert time.monotonic() - started < 0.3
+    assert time.monotonic() - started < 0.6
 
 
 async def test_freeze_holds_bytes_without_closing_and_a_pass_delivers_them(
