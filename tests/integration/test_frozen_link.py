@@ -57,7 +57,7 @@ async def test_a_frozen_link_heals_with_nothing_lost_and_no_restart(
         ids = await publisher.publish_many(_increments(BATCH, sleep_ms=20))
 
         async def under_way() -> bool:
-            return 0 < await real_redis.hlen(keys.applied) < BATCH
+            return 0 < int(await real_redis.hlen(keys.applied)) < BATCH
 
         await wait_for(under_way, within=20, what="handlers under way", context=workers.tails)
         proxy.freeze()
@@ -66,7 +66,7 @@ async def test_a_frozen_link_heals_with_nothing_lost_and_no_restart(
         async def cut_off() -> bool:
             beats = Keys(namespace).instances("counter")
             [(_, beat)] = await real_redis.zrange(beats, 0, 0, withscores=True)
-            return await redis_now_ms(real_redis) - beat >= FROZEN_MS
+            return await redis_now_ms(real_redis) - float(beat) >= FROZEN_MS
 
         await wait_for(cut_off, within=20, what="the worker cut off for 3 s")
         proxy.passthrough()
