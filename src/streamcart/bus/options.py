@@ -22,6 +22,8 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 10
     # Pending entries idle this long belong to a dead consumer and are reclaimed.
     claim_timeout_ms: int = 30_000
+    # A handler attempt still running after this fails as a transient error.
+    handler_timeout_ms: int = 60_000
     # Instances heartbeat this often; one silent for instance_ttl_ms is dead and
     # its pending entries are taken over at once, long before claim_timeout_ms.
     heartbeat_ms: int = 1_000
@@ -34,8 +36,6 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: int = 3600
     shutdown_grace_s: float = 10.0
     max_entry_bytes: int = 1_000_000
-    # A handler attempt still running after this fails as a transient error.
-    handler_timeout_ms: int = 60_000
 
     def __post_init__(self) -> None:
         """Raises:
@@ -57,6 +57,7 @@ LEAST: dict[str, int | float] = {
     "retry_max_ms": 1,
     "max_deliveries": 1,
     "claim_timeout_ms": 100,
+    "handler_timeout_ms": 1,
     "heartbeat_ms": 1,
     "instance_ttl_ms": 1,
     "batch_size": 1,
@@ -65,5 +66,4 @@ LEAST: dict[str, int | float] = {
     "dedup_window_s": 1,
     "shutdown_grace_s": 0,
     "max_entry_bytes": 1,
-    "handler_timeout_ms": 1,
 }
