@@ -15,7 +15,8 @@ from streamcart.bus.connection import connect
 from tests.integration.faults import FaultProxy, acl_user, misconf, readonly
 from tests.integration.support import wait_for
 
-pytestmark = pytest.mark.standalone  # a cluster's clients go to the nodes, not a proxy
+# A cluster's clients go to its nodes, not to a proxy; the server faults change one server.
+standalone = pytest.mark.standalone
 
 PING = b"*1\r\n$4\r\nPING\r\n"
 PONG = b"+PONG\r\n"
@@ -67,6 +68,7 @@ async def _ping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> b
     return await reader.readexactly(len(PONG))
 
 
+@standalone
 async def test_pass_forwards_both_ways(
     proxy: FaultProxy, conns: Connections, real_redis: Redis, namespace: str
 ) -> None:
@@ -77,6 +79,7 @@ async def test_pass_forwards_both_ways(
     assert await real_redis.get(f"{namespace}:k") == "v"
 
 
+@standalone
 async def test_delay_holds_each_chunk(proxy: FaultProxy, conns: Connections) -> None:
     proxy.delay(300)
     reader, writer = await conns.open()
@@ -90,6 +93,7 @@ async def test_delay_holds_each_chunk(proxy: FaultProxy, conns: Connections) -> 
     assert time.monotonic() - started < 0.6
 
 
+@standalone
 async def test_freeze_holds_bytes_without_closing_and_a_pass_delivers_them(
     proxy: FaultProxy, conns: Connections, real_redis: Redis, namespace: str
 ) -> None:
@@ -112,6 +116,7 @@ async def test_freeze_holds_bytes_without_closing_and_a_pass_delivers_them(
     assert await real_redis.get(f"{namespace}:held") == "1"
 
 
+@standalone
 async def test_drop_closes_existing_and_new_connections(
     proxy: FaultProxy, conns: Connections
 ) -> None:
@@ -125,6 +130,7 @@ async def test_drop_closes_existing_and_new_connections(
     assert await _ping(*await conns.open()) == PONG
 
 
+@standalone
 async def test_reset_sends_rst_to_existing_and_new_connections(
     proxy: FaultProxy, conns: Connections
 ) -> None:
@@ -139,6 +145,7 @@ async def test_reset_sends_rst_to_existing_and_new_connections(
     assert await _ping(*await conns.open()) == PONG
 
 
+@standalone
 async def test_closing_the_proxy_closes_what_it_opened(redis_url: str, real_redis: Redis) -> None:
     with FaultProxy(redis_url) as proxy:
         conns = Connections(proxy)
@@ -181,6 +188,7 @@ async def test_an_acl_user_loses_one_command_and_is_deleted_after(
     assert user.name not in await real_redis.acl_users()
 
 
+@standalone
 async def test_misconf_refuses_writes_until_it_is_undone(real_redis: Redis, namespace: str) -> None:
     key = f"{namespace}:k"
     await real_redis.set(key, "before")
@@ -194,6 +202,7 @@ async def test_misconf_refuses_writes_until_it_is_undone(real_redis: Redis, name
     assert await real_redis.config_get("save") == save
 
 
+@standalone
 async def test_readonly_refuses_writes_and_keeps_the_data(
     real_redis: Redis, namespace: str, tmp_path: Path, redis_url: str
 ) -> None:

@@ -6,10 +6,10 @@
 * :func:`readonly`: the server is a replica for a while, so every write answers
   ``READONLY``, as a client of a demoted primary sees after a failover.
 
-These change the whole server (ACL users aside): tests that use them carry the
-``standalone`` marker. None of them loses data: ``readonly`` has the server
-follow a copy of itself (a partial resync, no flush), and ``misconf`` only
-breaks the next snapshot.
+``misconf`` and ``readonly`` change the whole server: tests that use them carry
+the ``standalone`` marker (``acl_user`` works on a cluster too). None of them
+loses data: ``readonly`` has the server follow a copy of itself (a partial
+resync, no flush), and ``misconf`` only breaks the next snapshot.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ class AclUser:
 
     async def deny(self, *commands: str) -> None:
         """``commands`` (``"xack"``, ``"evalsha"``...) answer NOPERM from now on."""
-        await self.redis.execute_command("ACL", "SETUSER", self.name, *(f"-{c}" for c in commands))
+        await _acl(self.redis, "SETUSER", self.name, *(f"-{c}" for c in commands))
 
     async def allow(self, *commands: str) -> None:
-        await self.redis.execute_command("ACL", "SETUSER", self.name, *(f"+{c}" for c in commands))
+        await _acl(self.redis, "SETUSER", self.name, *(f"+{c}" for c in commands))
 
 
 @contextlib.asynccontextmanager
@@ -55,15 +55,22 @@ async def acl_user(redis: Redis, redis_url: str) -> AsyncIterator[AclUser]:
     """A throwaway user with a password, allowed everything; deleted after (which
     also closes its connections)."""
     name, password = f"fault-{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
-    await redis.execute_command(
-        "ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", "&*", "+@all"
-    )
+    await _acl(redis, "SETUSER", name, "reset", "on", f">{password}", "~*", "&*", "+@all")
     parts = urlsplit(redis_url)
     netloc = f"{name}:{password}@{parts.netloc.rpartition('@')[2]}"
     try:
         yield AclUser(redis, name, password, parts._replace(netloc=netloc).geturl())
     finally:
-        await redis.execute_command("ACL", "DELUSER", name)
+        await _acl(redis, "DELUSER", name)
+
+
+async def _acl(redis: Redis, *args: str) -> None:
+    # Users are per server: on a cluster, every node gets the change.
+    nodes: dict[str, Any] = {}
+    if is_cluster(redis):
+        await redis.initialize()  # knows every node once it has asked one
+        nodes["target_nodes"] = redis.get_nodes()
+    await redis.execute_command("ACL", *args, **nodes)
 
 
 @contextlib.asynccontextmanager
