@@ -12,10 +12,12 @@ from redis.asyncio import Redis
 
 from streamcart.bus.connection import connect
 from streamcart.bus.consumer import Consumer
+from streamcart.bus.context import Context
 from streamcart.bus.envelope import build_fields
 from streamcart.bus.keys import Keys
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.rpc import RpcClient
+from streamcart.bus.service import Service
 from streamcart.errors import InvalidError, NotFoundError, RpcTimeoutError, UnavailableError
 from streamcart.examples import counter
 from streamcart.examples.counter import Count
@@ -141,6 +143,31 @@ async def test_nested_calls_never_outlive_the_outer_deadline(
     assert (outer["type"], inner["type"]) == ("counter.get_via", "counter.get")
     # The inner call asked for 30 s but inherits the outer request's 2 s deadline.
     assert int(inner["deadline_ms"]) == int(outer["deadline_ms"]) <= before + 2_000 + 50
+
+
+async def test_a_nested_call_never_outlives_the_handler_that_makes_it(
+    real_redis: Redis, namespace: str
+) -> None:
+    """An event's handler (no caller, so no deadline of its own) calls with a 30 s
+    timeout under a 0.5 s handler_timeout_ms: the request carries the handler's limit."""
+    keys = Keys(namespace)
+    service = Service("caller", options=ServiceOptions(handler_timeout_ms=500, block_ms=100))
+
+    @service.on("caller.go")
+    async def go(msg: dict[str, object], ctx: Context) -> None:
+        await ctx.call("nobody.get", {}, timeout=30)
+
+    consumer = Consumer(service, real_redis, name="c1", keys=keys, concurrency=2)
+    async with running(consumer):
+        before_ms = time.time() * 1000
+        await real_redis.xadd(keys.inbox("caller"), {"type": "caller.go", "data": "{}"})
+
+        async def nested() -> list[tuple[str, dict[str, str]]]:
+            return list(await real_redis.xrange(keys.inbox("nobody")))
+
+        [(_, request)] = await wait_for(nested, within=10, what="the nested request")
+        seen_ms = time.time() * 1000
+    assert before_ms + 499 <= int(request["deadline_ms"]) <= seen_ms + 500
 
 
 @pytest.mark.chaos

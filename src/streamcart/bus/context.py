@@ -75,6 +75,7 @@ class Context:
     __slots__ = (
         "_tx",
         "config",
+        "deadline_ms",
         "keys",
         "logger",
         "message",
@@ -95,6 +96,7 @@ class Context:
         *,
         config: Any = None,
         rpc: RpcClient | None = None,
+        deadline_ms: int | None = None,
     ) -> None:
         self.service = service
         self.message = message
@@ -105,6 +107,12 @@ class Context:
         # between messages, never during one); None when it declares none.
         self.config = config
         self.rpc = rpc
+        # When this attempt is cut off (Unix ms): the message's deadline or the
+        # handler's time limit, the earlier; nested calls end by then too.
+        deadline = message.deadline_ms
+        if deadline_ms is not None:
+            deadline = deadline_ms if deadline is None else min(deadline, deadline_ms)
+        self.deadline_ms = deadline
         self.outgoing: list[Outgoing] = []
         # Holds the connection of a WATCH, from ctx.watch() to the commit.
         self.pipe: Pipeline | None = None
@@ -177,7 +185,8 @@ class Context:
         response_type: Any = Any,
     ) -> Any:
         """Call ``service.method`` and return its reply; never past this
-        message's own deadline, so a nested call cannot outlive its caller.
+        message's own deadline or the handler's time limit, so a nested call
+        cannot outlive its caller.
 
         Raises:
             ConfigurationError: the context has no RPC client (a bare test context).
@@ -190,6 +199,6 @@ class Context:
             target,
             data,
             timeout=timeout,
-            deadline_ms=self.message.deadline_ms,
+            deadline_ms=self.deadline_ms,
             response_type=response_type,
         )

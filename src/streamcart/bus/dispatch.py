@@ -280,6 +280,7 @@ class Dispatcher:
         ctx = Context(
             self.service, envelope, self.redis, self.keys, self.log,
             config=self.host.settings, rpc=self.host.rpc,
+            deadline_ms=int(time.time() * 1000) + self.host.options.handler_timeout_ms,
         )  # fmt: skip
         try:
             result = await self._run_handler(envelope, handler, payload, ctx)
