@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -111,7 +112,7 @@ async def _contained(companion: Companion, runtime: WorkerRuntime) -> None:
         log.exception("companion %s failed", getattr(companion, "__name__", companion))
 
 
-async def _finish(tasks: list[asyncio.Task[None]], grace_s: float = 10.0) -> None:
+async def _finish(tasks: Sequence[asyncio.Task[Any]], grace_s: float = 10.0) -> None:
     """Let companions see ``stop`` and return; cancel only those that do not.
 
     Cancelling is the last resort: on Python 3.11 a cancel that lands while a
