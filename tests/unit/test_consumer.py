@@ -580,3 +580,25 @@ async def test_a_delayed_send_left_in_the_outbox_is_scheduled_by_the_sweeper(
 
 async def _is_true(value: bool) -> bool:
     return value
+
+
+async def test_a_committed_message_past_its_delivery_cap_is_a_duplicate_not_a_dead_letter(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    """Its effects were committed, its ack lost, and crashes delivered it over
+    and over: once back, it is acknowledged as done, never dead-lettered."""
+    fields = {"type": "counter.increment", "data": '{"name": "a"}', "id": "m1"}
+    await fake_redis.xadd(INBOX, fields)
+    async with running(counter.build(FAST), fake_redis):
+        await eventually(lambda: _is_zero(pending(fake_redis)))
+    # The same message again (a relay's second copy), delivered past the cap to "ghost".
+    await fake_redis.xadd(INBOX, fields)
+    await fake_redis.xreadgroup("counter", "ghost", {INBOX: ">"})
+    [(entry_id, _)] = (await fake_redis.xrevrange(INBOX, count=1))
+    for _ in range(FAST.max_deliveries + 1):
+        await fake_redis.xclaim(INBOX, "counter", "ghost", 0, [entry_id])
+
+    async with running(counter.build(FAST), fake_redis, name="ghost"):
+        await eventually(lambda: _is_zero(pending(fake_redis)))
+    assert await dead(fake_redis) == []
+    assert (await counts(fake_redis)) == {"a": "1"}

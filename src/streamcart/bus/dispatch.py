@@ -202,6 +202,13 @@ class Dispatcher:
                 self.stats.skipped += 1
                 self.host.ack(item)
             return
+        # Before the delivery cap: a message whose effects were committed is done,
+        # however often a crash loop delivered it, and must not become a dead letter.
+        if (item.deliveries > 1 or envelope.attempt > 1) and await self.dedup.seen(envelope.id):
+            self.stats.skipped += 1  # its effects were committed before a crash
+            tracing.event("duplicate", reason="its effects were committed before")
+            self.host.ack(item)
+            return
         if item.deliveries > self.host.options.max_deliveries:
             cap = self.host.options.max_deliveries
             reason = (
@@ -220,11 +227,6 @@ class Dispatcher:
             self.stats.skipped += 1  # its caller has given up: doing it now helps nobody
             self.log.info("dropped %s %s: past its deadline", envelope.type, envelope.id)
             tracing.event("dropped", reason="past its deadline")
-            self.host.ack(item)
-            return
-        if (item.deliveries > 1 or envelope.attempt > 1) and await self.dedup.seen(envelope.id):
-            self.stats.skipped += 1  # its effects were committed before a crash
-            tracing.event("duplicate", reason="its effects were committed before")
             self.host.ack(item)
             return
         await self._handle(item, envelope, handler, payload)
