@@ -33,6 +33,7 @@ from streamcart.bus.envelope import (
     encode_data,
 )
 from streamcart.bus.keys import Keys
+from streamcart.bus.rawtext import printable
 from streamcart.errors import (
     DomainError,
     InvalidError,
@@ -217,11 +218,16 @@ class RpcClient:
                     raise
                 raise RpcTimeoutError(f"{target}: no reply within {deadline - now_ms} ms") from None
             if reply.get(STATUS) != "ok":
-                raise error_from_reply(reply.get(CODE, "internal"), reply.get(MESSAGE, ""))
+                # Any producer may write to a reply stream: its text may hold any bytes.
+                code, message = reply.get(CODE, "internal"), reply.get(MESSAGE, "")
+                raise error_from_reply(printable(code), printable(message))
         try:
             return msgspec.json.decode(reply.get(DATA, "null"), type=response_type)
         except msgspec.ValidationError as exc:
             raise StreamcartError(f"{target} replied with an unexpected shape: {exc}") from exc
+        except (msgspec.DecodeError, UnicodeEncodeError):
+            data = printable(reply.get(DATA, ""))[:200]
+            raise StreamcartError(f"{target} replied with data not JSON: {data!r}") from None
 
     async def _request(
         self, target: str, fields: dict[str, str], correlation: str
