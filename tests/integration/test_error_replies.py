@@ -4,17 +4,13 @@ nothing applied twice, the worker keeps its process and says what it waits for."
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import pytest
 from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
 from streamcart.bus.publisher import Publisher
+from tests.integration.faults import acl_user
 from tests.integration.support import (
     CounterKeys,
     Workers,
@@ -31,24 +27,6 @@ FAST_COUNTER = "tests.integration.services:fast_counter"
 REGISTRY_COUNTER = "tests.integration.services:registry_counter"
 
 
-@contextlib.asynccontextmanager
-async def acl_user(admin: Redis, redis_url: str, *rules: str) -> AsyncIterator[tuple[str, str]]:
-    """A throwaway Redis user with every permission but ``rules`` taken away:
-    (its name, a URL that signs in as it). Deleted afterwards."""
-    name, password = f"t-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    await admin.acl_setuser(
-        name, enabled=True, passwords=[f"+{password}"], keys=["~*"], channels=["*"],
-        commands=["+@all", *rules],
-    )  # fmt: skip
-    parts = urlsplit(redis_url)
-    url = parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port}").geturl()
-    try:
-        yield name, url
-    finally:
-        await admin.acl_deluser(name)
-
-
-@pytest.mark.standalone  # a cluster would need the user on every node
 async def test_acknowledgements_refused_with_noperm_are_waited_out_and_fail_health(
     redis_url: str, namespace: str, real_redis: Redis, tmp_path: Path
 ) -> None:
@@ -56,7 +34,9 @@ async def test_acknowledgements_refused_with_noperm_are_waited_out_and_fail_heal
     says so to `health` (exit 1) and `status`; once allowed, it flushes them:
     every message applied once, nothing pending, the same process."""
     keys = CounterKeys(namespace)
-    async with acl_user(real_redis, redis_url, "-xack") as (user, url):
+    async with acl_user(real_redis, redis_url) as user:
+        await user.deny("xack")
+        url = user.url
         with Workers(url, namespace, tmp_path) as workers:
             worker = workers.start(REGISTRY_COUNTER)
             await worker.consumer_name()
@@ -76,8 +56,7 @@ async def test_acknowledgements_refused_with_noperm_are_waited_out_and_fail_heal
             assert code == 0 and "NOPERM" in out, out
             assert await pending(real_redis, keys.inbox, keys.group) == len(ids)
 
-            # Not acl_setuser(): without enabled=True it would switch the user off.
-            await real_redis.execute_command("ACL", "SETUSER", user, "+xack")
+            await user.allow("xack")
             applied = await wait_applied(real_redis, keys, len(ids), within=30)
             assert_each_applied_once(applied, set(ids))
 
