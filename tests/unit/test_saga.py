@@ -127,12 +127,13 @@ async def level(redis: FakeAsyncRedis, sku: str) -> stock.Level:
 async def test_an_order_with_one_line_short_is_rejected_whole(fake_redis: FakeAsyncRedis) -> None:
     async with shop(fake_redis) as rpc:
         await add_stock(rpc, "tea", 10)
-        order_id = await place(rpc, [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}],
+        await add_stock(rpc, "cup", 1)  # one short of the order's two
+        order_id = await place(rpc, [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 2}],
                                payment_token="tok_ok")  # fmt: skip
-        await add_stock(rpc, "cup", 1)  # too late for this order: it is rejected
         order = await order_in(rpc, order_id, "DELIVERED", "REJECTED")
     assert order["status"] == "REJECTED" and "cup" in order["reason"]
     assert (await level(fake_redis, "tea")).available == 10
+    assert (await level(fake_redis, "cup")).available == 1
 
 
 async def test_delivered_with_payment_shipment_and_stock_committed(
