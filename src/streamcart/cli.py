@@ -14,7 +14,9 @@ import logging
 import multiprocessing
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 import click
@@ -243,11 +245,7 @@ def up(
     except StreamcartError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
-        for helper in helpers:
-            if helper.is_alive():
-                helper.terminate()
-        for helper in helpers:
-            helper.join(10)
+        _stop_helpers(helpers)
 
 
 @main.command("demo")
@@ -327,6 +325,22 @@ def health(state: State, spec: str, host: str) -> None:
         err=True,
     )
     click.get_current_context().exit(1)
+
+
+def _stop_helpers(helpers: Sequence[BaseProcess], grace_s: float = 10.0) -> None:
+    """SIGTERM the gateway, monitor and demo, and SIGKILL whichever is still
+    running after ``grace_s``: at exit, multiprocessing joins every child it
+    started, so one that ignored the signal would keep ``up`` running for good."""
+    for helper in helpers:
+        if helper.is_alive():
+            helper.terminate()
+    deadline = time.monotonic() + grace_s
+    for helper in helpers:
+        helper.join(max(0.0, deadline - time.monotonic()))
+        if helper.is_alive():
+            console.print(f"{helper.name} did not stop within {grace_s:.0f} s; killing it")
+            helper.kill()
+            helper.join()
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> str:

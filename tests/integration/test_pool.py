@@ -98,7 +98,9 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
     port = free_port()
     argv = [*streamcart, "up", "--port", str(port)]
     with open(tmp_path / "up.log", "wb") as log:
-        up = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        up = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         url_file = tmp_path / "home" / "redis.url"
         poll_until(url_file.exists, what="the embedded server")
@@ -132,7 +134,8 @@ def test_up_runs_everything_on_the_embedded_server(tmp_path: Path) -> None:
         status, reply = _post(f"{base}/api/users/login", login)
         assert status == 200 and reply["token"]
         assert _post(f"{base}/api/users/register", body)[0] == 409
-        up.send_signal(signal.SIGTERM)
+        # As a terminal's Ctrl-C or a container stop does: every process of the group at once.
+        os.killpg(up.pid, signal.SIGTERM)
         assert up.wait(30) == 0
     finally:
         if up.poll() is None:
