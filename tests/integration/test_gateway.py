@@ -34,7 +34,7 @@ from streamcart.gateway import create_app
 from streamcart.registry.instances import Instance, Registry
 from streamcart.resilience.ratelimit import RateLimit
 from streamcart.workers.users import tokens
-from tests.integration.support import running
+from tests.integration.support import running, wait_for
 
 FAST = ServiceOptions(block_ms=100, max_attempts=1, inline_attempts=1)
 HEARTBEAT_S = 0.5
@@ -430,7 +430,11 @@ async def test_limits_follow_the_config_store_without_a_restart(
         assert statuses == [401, 401, 429]
         await store.set("gateway", "burst", 100)
         await store.set("gateway", "rate", 100)
-        await asyncio.sleep(0.6)  # the settings are re-checked every half second
+
+        async def raised() -> bool:  # the settings are re-checked every half second
+            return (await client.get("/api/me")).status_code == 401
+
+        await wait_for(raised, within=10, what="the raised limit in force")
         statuses = [(await client.get("/api/me")).status_code for _ in range(5)]
         assert statuses == [401] * 5
 
