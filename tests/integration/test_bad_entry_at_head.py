@@ -4,11 +4,15 @@ reason, and every entry behind it still goes out, once."""
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from streamcart.bus import delayed
 from streamcart.bus.commit import OUTBOX_STREAM, relay_stale
+from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
+from tests.integration.faults import acl_user
 from tests.integration.support import raw_client
 
 GOOD = {"type": "counter.increment", "data": '{"name": "a"}', "id": "good"}
@@ -100,3 +104,69 @@ async def test_the_outbox_relay_dead_letters_what_it_cannot_publish_and_sends_th
     assert dead["m1"]["dlq_stream"] == broken
     assert "no target stream" in dead["nowhere"]["dlq_error"]
     assert await real_redis.xlen(outbox) == 0
+
+
+async def test_a_target_refused_for_a_passing_reason_keeps_its_outbox_entry(
+    redis_url: str, namespace: str, real_redis: Redis
+) -> None:
+    """NOPERM on one target (an ACL still being granted) is no fault of the
+    entry: it stays in the outbox, the others go out, and once allowed it follows."""
+    keys = Keys(namespace)
+    outbox, fine, barred = keys.outbox("orders"), keys.events("order"), keys.events("barred")
+    await real_redis.xadd(outbox, {**GOOD, "id": "to-barred", OUTBOX_STREAM: barred})
+    await real_redis.xadd(outbox, {**GOOD, "id": "to-fine", OUTBOX_STREAM: fine})
+    async with acl_user(real_redis, redis_url) as user:
+        # Its own keys, its dead letters and one topic; the other topic read-only.
+        await user.only_keys(f"~{outbox}", f"~{keys.dlq('orders')}", f"~{fine}", f"%R~{barred}")
+        client = connect(user.url)
+        try:
+            with pytest.raises(NoPermissionError):
+                while await client.xlen(outbox) == 2:  # this millisecond's entries wait
+                    await relay_stale(client, keys, "orders", older_than_ms=0)
+            assert [f["id"] for _, f in await real_redis.xrange(outbox)] == ["to-barred"]
+            assert [f["id"] for _, f in await real_redis.xrange(fine)] == ["to-fine"]
+            assert await real_redis.xlen(keys.dlq("orders")) == 0
+
+            await user.only_keys("~*")
+            assert await relay_stale(client, keys, "orders", older_than_ms=0) == 1
+        finally:
+            await client.aclose()
+    assert [f["id"] for _, f in await real_redis.xrange(barred)] == ["to-barred"]
+    assert await real_redis.xlen(outbox) == 0
+
+
+async def test_a_length_that_walks_backwards_is_parked_not_looped_on(
+    namespace: str, real_redis: Redis
+) -> None:
+    """``-3:`` would send a naive parser back to the start for ever, holding the
+    whole server in one script (BUSY for every client)."""
+    keys = Keys(namespace)
+    inbox = keys.inbox("counter")
+    for member in ("-3:", "1.5:ab", "+2:ab", "99:short"):
+        await real_redis.zadd(keys.delayed(inbox), {member: 0})
+    await real_redis.sadd(keys.delayed_index(), inbox)
+    await delayed.schedule(real_redis, keys, inbox, GOOD, 0)
+
+    assert await delayed.move_due(real_redis, keys, "orders") == 1
+
+    dead = [fields for _, fields in await real_redis.xrange(keys.dlq("counter"))]
+    assert sorted(letter["delayed_entry"] for letter in dead) == sorted(
+        ["-3:", "1.5:ab", "+2:ab", "99:short"]
+    )
+
+
+async def test_entries_parked_by_an_earlier_run_are_dead_lettered_by_the_next(
+    namespace: str, real_redis: Redis
+) -> None:
+    """The mover died between parking an entry and dead-lettering it: the next
+    run, with nothing due, still finishes the job."""
+    keys = Keys(namespace)
+    inbox = keys.inbox("counter")
+    await real_redis.hset(keys.delayed_parked(inbox), "12:not enough", "undecodable: ...")
+    await real_redis.sadd(keys.delayed_index(), inbox)
+
+    assert await delayed.move_due(real_redis, keys, "orders") == 0
+
+    [letter] = [fields for _, fields in await real_redis.xrange(keys.dlq("counter"))]
+    assert letter["delayed_entry"] == "12:not enough"
+    assert await real_redis.hlen(keys.delayed_parked(inbox)) == 0

@@ -41,6 +41,10 @@ for name in string.gmatch('HDEL SREM SPOP SMOVE ZREM ZREMRANGEBYSCORE ZREMRANGEB
   EMPTIES[name] = true
 end
 
+-- unpack() fails past about 8,000 values (Lua's C stack), and it runs after
+-- the marker: a write or message that large is refused before anything is written.
+local MOST_ARGS = 7000
+
 local function type_of(key)
   local reply = redis.call('TYPE', key)
   if type(reply) == 'table' then return reply['ok'] end
@@ -100,6 +104,10 @@ local i = 7 + k
 for n = 1, tonumber(ARGV[6 + k]) do
   local count = tonumber(ARGV[i])
   local command, key = string.upper(ARGV[i + 1]), ARGV[i + 2]
+  if count > MOST_ARGS then
+    return {'refused', n, describe(n, command, key) .. ' has ' .. count
+      .. ' arguments, over the ' .. MOST_ARGS .. ' one command of a commit may have'}
+  end
   local now = holds[key]
   if now == nil then now = type_of(key) end
   local need = NEEDS[command]
@@ -116,6 +124,16 @@ for n = 1, tonumber(ARGV[6 + k]) do
   end
   writes[n] = {i + 1, i + count}
   i = i + count + 1
+end
+local at, message = i, 0
+while at <= #ARGV do
+  message = message + 1
+  local count = tonumber(ARGV[at])
+  if count * 2 > MOST_ARGS then
+    return {'refused', 0, 'message ' .. message .. ' has ' .. count .. ' fields, over the '
+      .. MOST_ARGS / 2 .. ' one message of a commit may have'}
+  end
+  at = at + count * 2 + 1
 end
 if i <= #ARGV then
   local outbox = type_of(KEYS[1])

@@ -30,7 +30,9 @@ from streamcart.bus.context import Context, Outgoing
 from streamcart.bus.deadletter import dead_letter_fields
 from streamcart.bus.dedup import DedupWindow
 from streamcart.bus.keys import Keys
+from streamcart.bus.rawtext import is_decimal
 from streamcart.bus.scripts import Script
+from streamcart.bus.server_errors import is_passing
 from streamcart.errors import CommitError, WriteConflictError
 
 OUTBOX_STREAM, OUTBOX_DELAY = "outbox_stream", "outbox_delay_ms"
@@ -192,45 +194,61 @@ async def relay_stale(
 
     An entry that cannot be published (no target, a target that is not a
     stream) is dead-lettered with the reason and deleted: it never holds up
-    the entries behind it, nor makes the good ones go out again.
+    the entries behind it, nor makes the good ones go out again. One refused
+    for a passing reason (READONLY, NOPERM, TRYAGAIN...) stays for the next
+    pass, and that reason is raised once the rest is done.
     """
     outbox = keys.outbox(service)
     seconds, micros = await redis.time()
-    cutoff = seconds * 1000 + micros // 1000 - older_than_ms
-    entries = await redis.xrange(outbox, "-", f"{cutoff}-0", count=batch)
+    now_ms = seconds * 1000 + micros // 1000
+    entries = dict(await redis.xrange(outbox, "-", f"{now_ms - older_than_ms}-0", count=batch))
     if not entries:
         return 0
     messages: dict[str, Outgoing] = {}
     failed: dict[str, str] = {}
-    for entry_id, fields in entries:
+    for entry_id, original in entries.items():
+        fields = dict(original)
         stream = fields.pop(OUTBOX_STREAM, None)
         delay = fields.pop(OUTBOX_DELAY, "0")
-        if not stream or not delay.isdigit():
+        if not stream or not is_decimal(delay):
             failed[entry_id] = "the outbox entry names no target stream or a bad delay"
         else:
             messages[entry_id] = Outgoing(stream, fields, int(delay))
-    failed.update(await _publish_each(redis, keys, messages))
+    refused, deferred = await _publish_each(redis, keys, messages)
+    failed.update(refused)
     for entry_id, reason in failed.items():
-        original = dict(next(fields for eid, fields in entries if eid == entry_id))
-        await redis.xadd(
-            keys.dlq(service),
-            dead_letter_fields(
-                original,
-                error=f"RelayError: {reason}",
-                attempts=0,
-                stream=messages[entry_id].stream if entry_id in messages else outbox,
-                entry_id=entry_id,
-                service=service,
-                at_ms=seconds * 1000 + micros // 1000,
-            ),
+        letter = dead_letter_fields(
+            entries[entry_id],
+            error=f"RelayError: {reason}",
+            attempts=0,
+            stream=messages[entry_id].stream if entry_id in messages else outbox,
+            entry_id=entry_id,
+            service=service,
+            at_ms=now_ms,
         )
-    await redis.xdel(outbox, *(entry_id for entry_id, _ in entries))
-    return len(entries) - len(failed)
+        await redis.xadd(keys.dlq(service), letter)
+    done = [entry_id for entry_id in entries if entry_id not in deferred]
+    if done:
+        await redis.xdel(outbox, *done)
+    if deferred:
+        raise next(iter(deferred.values()))
+    return len(done) - len(failed)
 
 
-async def _publish_each(redis: Redis, keys: Keys, messages: dict[str, Outgoing]) -> dict[str, str]:
-    """Publish ``messages`` (by outbox id); the ids that failed, with the error."""
-    failed: dict[str, str] = {}
+async def _publish_each(
+    redis: Redis, keys: Keys, messages: dict[str, Outgoing]
+) -> tuple[dict[str, str], dict[str, ResponseError]]:
+    """Publish ``messages`` (by outbox id): the ids refused for their own sake
+    (with the error), and those refused for a passing reason, to try again."""
+    refused: dict[str, str] = {}
+    deferred: dict[str, ResponseError] = {}
+
+    def failed(entry_id: str, exc: ResponseError) -> None:
+        if is_passing(exc):
+            deferred[entry_id] = exc
+        else:
+            refused[entry_id] = str(exc)
+
     immediate = {eid: out for eid, out in messages.items() if not out.delay_ms}
     if immediate:
         async with redis.pipeline(transaction=False) as pipe:
@@ -239,7 +257,7 @@ async def _publish_each(redis: Redis, keys: Keys, messages: dict[str, Outgoing])
             results = await pipe.execute(raise_on_error=False)
         for entry_id, result in zip(immediate, results, strict=True):
             if isinstance(result, ResponseError):
-                failed[entry_id] = str(result)
+                failed(entry_id, result)
             elif isinstance(result, Exception):
                 raise result  # Redis itself failed: try the whole batch again later
     for entry_id, out in messages.items():
@@ -247,8 +265,8 @@ async def _publish_each(redis: Redis, keys: Keys, messages: dict[str, Outgoing])
             try:
                 await delayed.schedule(redis, keys, out.stream, out.fields, out.delay_ms)
             except ResponseError as exc:
-                failed[entry_id] = str(exc)
-    return failed
+                failed(entry_id, exc)
+    return refused, deferred
 
 
 async def schedule_delayed(redis: Redis, keys: Keys, messages: list[Outgoing]) -> None:

@@ -32,7 +32,7 @@ from redis.exceptions import ResponseError
 from streamcart.bus.delayed import decode_member
 from streamcart.bus.envelope import ATTEMPT, ID
 from streamcart.bus.keys import Keys
-from streamcart.bus.rawtext import ENCODING_ERRORS
+from streamcart.bus.rawtext import ENCODING_ERRORS, is_decimal
 
 # Fields per shard at most: Redis keeps a hash of up to 128 fields
 # (hash-max-listpack-entries, which we do not change) as a compact listpack.
@@ -229,7 +229,7 @@ async def _inbox_retries(redis: Redis, inbox: str, start: str) -> set[str] | Non
 
 def _is_retry(fields: dict[str, str]) -> bool:
     attempt = fields.get(ATTEMPT, "1")
-    return ID in fields and attempt.isdigit() and int(attempt) > 1
+    return ID in fields and is_decimal(attempt) and int(attempt) > 1
 
 
 async def _holds_any(

@@ -50,6 +50,8 @@ def decode_member(member: str) -> Fields | None:
             if not colon or not length.isdigit():
                 return None
             start = at + len(length) + 1
+            if start + int(length) > len(data):
+                return None  # a field that runs past the end
             items.append(data[start : start + int(length)].decode("utf-8", ENCODING_ERRORS))
             at = start + int(length)
     if not isinstance(items, list) or len(items) % 2:

@@ -47,7 +47,7 @@ from streamcart.bus.envelope import (
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
-from streamcart.bus.rawtext import is_utf8, undecodable_reason
+from streamcart.bus.rawtext import is_decimal, is_utf8, undecodable_reason
 from streamcart.bus.rpc import Reply, RpcClient, reply_error, reply_ok
 from streamcart.bus.service import Handler, Service
 from streamcart.errors import (
@@ -166,7 +166,7 @@ class Dispatcher:
             "streamcart.message.id": fields.get(ID, ""),
         }
         # Only when they say something: each attribute costs the SDK microseconds.
-        if attempt != "1" and attempt.isdigit():
+        if attempt != "1" and is_decimal(attempt):
             attributes["streamcart.attempt"] = int(attempt)
         if item.deliveries > 1:
             attributes["streamcart.delivery_count"] = item.deliveries

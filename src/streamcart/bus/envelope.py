@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from streamcart.bus.rawtext import is_decimal
 from streamcart.errors import MalformedEntryError, SchemaError
 
 MAX_ENTRY_BYTES = 1_000_000
@@ -48,7 +49,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     def deadline_ms(self) -> int | None:
         """The caller's deadline (Unix ms), if it gave one."""
         text = self.fields.get(DEADLINE_MS)
-        return int(text) if text and text.isdigit() else None
+        return int(text) if text and is_decimal(text) else None
 
 
 def new_message_id() -> str:

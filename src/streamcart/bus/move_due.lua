@@ -6,7 +6,7 @@
 -- KEYS[1] the delayed sorted set, KEYS[2] the stream, KEYS[3] the parked hash
 -- (all in one hash slot)
 -- ARGV[1] the most entries to move
--- Returns {moved, parked}.
+-- Returns {moved, entries parked (now or by an earlier run) still to dead-letter}.
 
 -- An entry is "<byte length>:<bytes>" per field name and value, end to end,
 -- so any bytes survive; one written as a JSON array is read too.
@@ -16,13 +16,18 @@ local function fields_of(member)
   end
   local fields, at, size = {}, 1, #member
   while at <= size do
-    local colon = string.find(member, ':', at, true)
-    local length = colon and tonumber(string.sub(member, at, colon - 1))
-    if not length or colon + length > size then
+    -- Digits only: a sign or a fraction would walk back or stall, for ever.
+    local digits = string.match(member, '^%d+:', at)
+    if not digits then
       error('undecodable: not a list of length-prefixed fields')
     end
-    fields[#fields + 1] = string.sub(member, colon + 1, colon + length)
-    at = colon + length + 1
+    local start = at + #digits
+    local length = tonumber(string.sub(digits, 1, -2))
+    if start + length - 1 > size then
+      error('undecodable: a field runs past the end of the entry')
+    end
+    fields[#fields + 1] = string.sub(member, start, start + length - 1)
+    at = start + length
   end
   return fields
 end
@@ -38,7 +43,7 @@ end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
-local moved, parked = 0, 0
+local moved = 0
 for _, member in ipairs(due) do
   local ok, err = pcall(add, member)
   if ok then
@@ -47,8 +52,7 @@ for _, member in ipairs(due) do
     local reason = type(err) == 'table' and (err.err or err.msg) or tostring(err)
     reason = string.gsub(reason, '^user_script:%d+: ', '')
     redis.call('HSET', KEYS[3], member, reason)
-    parked = parked + 1
   end
   redis.call('ZREM', KEYS[1], member)
 end
-return {moved, parked}
+return {moved, redis.call('HLEN', KEYS[3])}

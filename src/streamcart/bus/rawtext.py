@@ -31,6 +31,12 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def is_decimal(text: str) -> bool:
+    """Whether ``int(text)`` reads ``text`` as ASCII digits: ``str.isdigit`` is
+    also true of ``"²"``, which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def printable(text: str) -> str:
     """``text`` with each byte that was not UTF-8 written as ``\\xNN``."""
     if is_utf8(text):

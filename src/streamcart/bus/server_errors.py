@@ -11,6 +11,8 @@ go on; a deleted stream (UNBLOCKED, NOGROUP) gets its group created again.
 
 from __future__ import annotations
 
+import re
+
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,9 +33,22 @@ _MEANINGS = {
 _STREAM_GONE = ("UNBLOCKED", "NOGROUP")
 
 
+_IN_PIPELINE = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: \(?'?", re.S)
+
+
 def _code(exc: BaseException) -> str:
-    # redis-py strips the code of the replies it maps to a class, and keeps it here.
-    return getattr(exc, "status_code", None) or str(exc).partition(" ")[0]
+    # redis-py strips the code of the replies it maps to a class, and keeps it
+    # in status_code; a pipeline's error has its text behind a preamble.
+    code = getattr(exc, "status_code", None)
+    if code:
+        return str(code)
+    return _IN_PIPELINE.sub("", str(exc), count=1).partition(" ")[0]
+
+
+def is_passing(exc: RedisError) -> bool:
+    """Whether ``exc`` is a state of the server that passes (try again later),
+    rather than a refusal of the command itself (WRONGTYPE, a bad argument)."""
+    return _code(exc) in _MEANINGS or isinstance(exc, (RedisConnectionError, RedisTimeoutError))
 
 
 def stream_gone(exc: BaseException) -> bool:

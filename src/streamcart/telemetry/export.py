@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from streamcart.bus.connection import connect_sync
 from streamcart.bus.keys import Keys
+from streamcart.bus.rawtext import is_decimal
 from streamcart.errors import ConfigurationError
 from streamcart.telemetry import tracing
 from streamcart.telemetry.recorder import BufferingProcessor, SpanBuffer, SpanSink
@@ -193,7 +194,7 @@ def setup_tracing(
         env.get("OTEL_SERVICE_NAME") or service,
         [build_sink(name, redis_url, keys) for name in names],
         rule,
-        delay_ms=int(delay) if delay.isdigit() and int(delay) > 0 else EXPORT_DELAY_MS,
+        delay_ms=int(delay) if is_decimal(delay) and int(delay) > 0 else EXPORT_DELAY_MS,
     )
     tracing.install(tracer)
     return tracer

@@ -49,6 +49,11 @@ class AclUser:
     async def allow(self, *commands: str) -> None:
         await _acl(self.redis, "SETUSER", self.name, *(f"+{c}" for c in commands))
 
+    async def only_keys(self, *patterns: str) -> None:
+        """Only keys matching ``patterns`` (ACL syntax: ``~p`` all, ``%R~p`` read,
+        ``%W~p`` write) may be touched from now on; others answer NOPERM."""
+        await _acl(self.redis, "SETUSER", self.name, "resetkeys", *patterns)
+
 
 @contextlib.asynccontextmanager
 async def acl_user(redis: Redis, redis_url: str) -> AsyncIterator[AclUser]:
