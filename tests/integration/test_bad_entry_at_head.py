@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from streamcart.bus import delayed
-from streamcart.bus.commit import OUTBOX_STREAM, relay_stale
+from streamcart.bus.commit import OUTBOX_DELAY, OUTBOX_STREAM, relay_stale
 from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from tests.integration.faults import acl_user
@@ -90,6 +90,10 @@ async def test_the_outbox_relay_dead_letters_what_it_cannot_publish_and_sends_th
     for n, stream in enumerate([target, broken, target, target]):
         await real_redis.xadd(outbox, {**GOOD, "id": f"m{n}", OUTBOX_STREAM: stream})
     await real_redis.xadd(outbox, {**GOOD, "id": "nowhere"})  # names no target at all
+    # A digit to str.isdigit(), not to int(): it must not crash the relay.
+    await real_redis.xadd(
+        outbox, {**GOOD, "id": "squared", OUTBOX_STREAM: target, OUTBOX_DELAY: "²"}
+    )
 
     relayed = 0
     while await real_redis.xlen(outbox):  # entries of the current millisecond wait for the next
@@ -99,7 +103,8 @@ async def test_the_outbox_relay_dead_letters_what_it_cannot_publish_and_sends_th
 
     assert [f["id"] for _, f in await real_redis.xrange(target)] == ["m0", "m2", "m3"]
     dead = {f["id"]: f for _, f in await real_redis.xrange(keys.dlq("orders"))}
-    assert set(dead) == {"m1", "nowhere"}
+    assert set(dead) == {"m1", "nowhere", "squared"}
+    assert dead["squared"][OUTBOX_DELAY] == "²"  # the dead letter keeps the entry whole
     assert dead["m1"]["dlq_error"].startswith("RelayError: WRONGTYPE")
     assert dead["m1"]["dlq_stream"] == broken
     assert "no target stream" in dead["nowhere"]["dlq_error"]
