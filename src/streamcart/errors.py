@@ -31,6 +31,11 @@ class RedisUnavailableError(StreamcartError):
     """No Redis server could be reached or started."""
 
 
+class CompanionError(StreamcartError):
+    """A companion of a worker (heartbeat, config reload...) failed for good; the
+    worker stopped, and its pool starts a new one. Its log says why."""
+
+
 class LeaseLostError(StreamcartError):
     """A worker's consumer name was leased by another process (this one was
     paused past its lease); the worker stops, and its pool starts a new one."""

@@ -594,7 +594,7 @@ async def test_a_committed_message_past_its_delivery_cap_is_a_duplicate_not_a_de
     # The same message again (a relay's second copy), delivered past the cap to "ghost".
     await fake_redis.xadd(INBOX, fields)
     await fake_redis.xreadgroup("counter", "ghost", {INBOX: ">"})
-    [(entry_id, _)] = (await fake_redis.xrevrange(INBOX, count=1))
+    [(entry_id, _)] = await fake_redis.xrevrange(INBOX, count=1)
     for _ in range(FAST.max_deliveries + 1):
         await fake_redis.xclaim(INBOX, "counter", "ghost", 0, [entry_id])
 

@@ -3,6 +3,7 @@ and goes on working, instead of exiting (and every pool child with it)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from fakeredis import FakeAsyncRedis
 from redis._parsers.base import BaseParser
 
 from streamcart import ServiceOptions
+from streamcart.bus.consumer import Consumer
 from streamcart.bus.publisher import Publisher
 from streamcart.examples import counter
 from tests.unit.support import KEYS, eventually, running
@@ -75,3 +77,22 @@ async def test_a_read_refused_with_an_error_reply_is_waited_out(
 
 async def _none(value: object) -> bool:
     return value is None
+
+
+async def test_a_stop_while_groups_cannot_be_created_ends_the_consumer(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    """SIGTERM to a worker whose server is read-only from the start: it stops
+    at once instead of waiting for the server (and its pool's SIGKILL)."""
+    client = Refusing(fake_redis, "xgroup_create", REPLIES[0])
+    consumer = Consumer(counter.build(FAST), client, name="c1", keys=KEYS)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+
+    async def waiting() -> bool:
+        return "creating groups" in (consumer.waiting_for or "")
+
+    await eventually(waiting)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert client.refused >= 1

@@ -31,10 +31,6 @@ async def ensure_groups(redis: Redis, streams: Iterable[str], group: str) -> Non
                 raise
 
 
-def is_nogroup(exc: ResponseError) -> bool:
-    return str(exc).startswith("NOGROUP")
-
-
 async def delivery_counts(
     redis: Redis, stream: str, group: str, consumer: str, ids: Sequence[str]
 ) -> dict[str, int]:

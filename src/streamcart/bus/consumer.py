@@ -113,9 +113,8 @@ class Consumer:
         """Consume until ``stop`` is set, then shut down gracefully: stop
         reading, let running handlers finish within ``shutdown_grace_s``,
         flush acknowledgements and leave unstarted entries pending for others."""
-        await self._retrying(
-            "creating groups", lambda: claims.ensure_groups(self.redis, self.streams, self.group)
-        )
+        if not await self._retrying("creating groups", self._create_groups, stop):
+            return  # stopped before Redis let it start: nothing was read
         workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
         acker = asyncio.create_task(self._ack_loop())
         groups = self._read_groups()
@@ -158,6 +157,9 @@ class Consumer:
                 await asyncio.wait_for(acker, 5.0)
             except (TimeoutError, RedisError) as exc:
                 self.log.warning("could not flush the last acknowledgements: %r", exc)
+
+    async def _create_groups(self) -> None:
+        await claims.ensure_groups(self.redis, self.streams, self.group)
 
     def apply_options(self, options: ServiceOptions) -> None:
         """Use new options from now on (hot reload): every loop reads them afresh."""
@@ -580,23 +582,30 @@ class Consumer:
     ) -> None:
         """Back off after ``failures`` failed tries in a row (capped at 5 s, jittered)."""
         self._waiting_on(loop, exc)
-        delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+        delay = min(5.0, 0.05 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
         if not interruptible:
             await asyncio.sleep(delay)
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), delay)
 
-    async def _retrying(self, loop: str, job: Callable[[], Awaitable[Any]]) -> None:
+    async def _retrying(
+        self, loop: str, job: Callable[[], Awaitable[Any]], stop: asyncio.Event
+    ) -> bool:
+        """Run ``job`` until it succeeds (True) or ``stop`` is set (False)."""
         failures = 0
-        while True:
+        while not stop.is_set():
             try:
                 await job()
                 self._resumed(loop)
-                return
+                return True
             except RedisError as exc:
                 failures += 1
-                await self._pause(loop, exc, failures, interruptible=False)
+                self._waiting_on(loop, exc)
+                delay = min(5.0, 0.05 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        return False
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

@@ -153,7 +153,7 @@ class Pool:
                 if now - slot.started >= self.healthy_after_s and slot.ready.is_set():
                     slot.failures = 0
                 slot.failures += 1
-                backoff = min(self.max_backoff_s, 0.5 * 2 ** (slot.failures - 1))
+                backoff = min(self.max_backoff_s, 0.5 * 2 ** min(slot.failures - 1, 16))
                 slot.restart_at = now + backoff
                 slot.process = None
                 log.warning(

@@ -258,7 +258,7 @@ class RpcClient:
             except RedisError as exc:
                 failures += 1
                 log.warning("reply stream unreadable (%s); retrying", exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 16)))
                 continue
             for _, entries in reply or ():
                 for entry_id, fields in entries:

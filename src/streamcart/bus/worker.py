@@ -30,7 +30,7 @@ from streamcart.bus.lease import ConsumerLease
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.preflight import check_server
 from streamcart.bus.service import Service
-from streamcart.errors import LeaseLostError
+from streamcart.errors import CompanionError, LeaseLostError
 
 log = logging.getLogger("streamcart.worker")
 
@@ -90,7 +90,10 @@ async def run_worker(
         finally:
             stop.set()
             await _finish([keeper, *beside])
-        if not keeper.cancelled() and keeper.result() is False:
+        failed = [task for task in beside if _returned(task, False)]
+        if failed:
+            raise CompanionError(f"a companion of the {service.name} worker {name} failed")
+        if _returned(keeper, False):
             raise LeaseLostError(
                 f"consumer name {name} of {service.name} was taken by another process while "
                 "this one was paused; stopped so that two processes never share it"
@@ -102,14 +105,20 @@ async def run_worker(
         await redis.aclose()
 
 
-async def _contained(companion: Companion, runtime: WorkerRuntime) -> None:
-    """A companion that fails is logged; the worker goes on consuming."""
+async def _contained(companion: Companion, runtime: WorkerRuntime) -> bool:
+    """Run ``companion``; False if it failed. A companion handles its own passing
+    errors, so one that raised cannot recover: it stops the worker, whose pool
+    starts a new one, rather than leave a worker without its heartbeat, say."""
     try:
         await companion(runtime)
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("companion %s failed", getattr(companion, "__name__", companion))
+        name = getattr(companion, "__name__", companion)
+        log.exception("companion %s failed; stopping the worker", name)
+        runtime.stop.set()
+        return False
+    return True
 
 
 async def _finish(tasks: Sequence[asyncio.Task[Any]], grace_s: float = 10.0) -> None:
@@ -144,3 +153,10 @@ async def keep_lease(lease: ConsumerLease, stop: asyncio.Event) -> bool:
         except (RedisError, OSError) as exc:
             log.debug("lease renewal failed: %s", exc)
     return True
+
+
+def _returned(task: asyncio.Task[Any], value: object) -> bool:
+    """Whether ``task`` finished by returning ``value`` (not cancelled, not raising)."""
+    return (
+        task.done() and not task.cancelled() and task.exception() is None and task.result() is value
+    )

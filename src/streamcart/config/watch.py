@@ -121,7 +121,7 @@ async def _listen(redis: Redis, channel: str, wake: asyncio.Event, stop: asyncio
         except (RedisError, OSError) as exc:
             failures += 1
             log.debug("config channel lost (%s); resubscribing", exc)
-            await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+            await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 16)))
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()

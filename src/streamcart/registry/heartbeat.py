@@ -83,6 +83,10 @@ async def heartbeat(runtime: WorkerRuntime) -> None:
                     )
             except RedisError as exc:
                 log.debug("heartbeat failed: %s", exc)
+            except Exception:
+                # Sweeping or tidying went wrong: beating on matters more (a silent
+                # instance is declared dead and its work taken over while it runs).
+                log.exception("heartbeat step failed; beating on")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runtime.stop.wait(), options.heartbeat_ms / 1000)
     finally:
