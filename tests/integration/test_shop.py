@@ -22,9 +22,11 @@ from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.config.store import ConfigStore
 from streamcart.demo import seed, tour
+from streamcart.registry.discovery import Discovery
 from streamcart.workers.invariants import check_invariants
 from streamcart.workers.payments.provider import SandboxProvider
 from tests.integration.live_shop import LiveShop, live_shop, shopper
+from tests.integration.support import wait_for
 
 ADDRESS = {"name": "Li Lei", "line1": "1 Nanjing Rd", "city": "Shanghai", "zone": "local",
            "postcode": "200000"}  # fmt: skip
@@ -276,8 +278,13 @@ async def test_the_demo_seeds_the_shop_and_tours_the_saga(
     await seed(shop_redis, keys, log=lambda line: None)  # a restart keeps it
     # As `make run` has it: time to cancel before the parcel leaves.
     config = ConfigStore(shop_redis, keys)
-    await config.set("logistics", "dispatch_after_ms", 2_000)
-    await asyncio.sleep(1.5)  # the workers apply it within a second
+    version = await config.set("logistics", "dispatch_after_ms", 2_000)
+
+    async def applied() -> bool:  # every live logistics worker runs with it
+        live = await Discovery(shop_redis, keys).instances("logistics")
+        return bool(live) and all(instance.config_version >= version for instance in live)
+
+    await wait_for(applied, within=30, what="the logistics workers on the new config")
     lines: list[str] = []
     try:
         orders = await tour(shop.base_url, log=lines.append)

@@ -67,6 +67,8 @@ class Consumer:
         self.options = service.options
         # What handlers see as ctx.config; replaced whole on hot reload.
         self.settings: Any = service.settings_type() if service.settings_type else None
+        # The config store version those options and settings come from (0: defaults).
+        self.config_version = 0
         self.concurrency = max(1, concurrency)
         self.group = service.name
         self.streams = service.streams(self.keys)

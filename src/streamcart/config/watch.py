@@ -99,7 +99,7 @@ class Reloader:
                 snapshot.version,
                 ", ".join(changes),
             )
-        self.version = snapshot.version
+        self.version = consumer.config_version = snapshot.version
 
 
 async def _listen(redis: Redis, channel: str, wake: asyncio.Event, stop: asyncio.Event) -> None:

@@ -61,6 +61,7 @@ async def heartbeat(runtime: WorkerRuntime) -> None:
                 instance.rate = deltas["handled"] / max(now - last_beat, 1e-3)
                 instance.in_flight = runtime.consumer.in_flight
                 instance.waiting = runtime.consumer.waiting_for or ""
+                instance.config_version = runtime.consumer.config_version
                 for counter in COUNTERS:
                     setattr(instance, counter, reported[counter] + deltas[counter])
                 await registry.heartbeat(instance, deltas)

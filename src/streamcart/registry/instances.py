@@ -42,6 +42,8 @@ class Instance(msgspec.Struct, kw_only=True):
     # What keeps the instance from working (a refused acknowledgement, a
     # read-only server...), in words; empty while it works.
     waiting: str = ""
+    # The config store version its options and settings come from.
+    config_version: int = 0
 
     def to_hash(self) -> dict[str, str]:
         fields = msgspec.structs.asdict(self)
