@@ -128,6 +128,7 @@ class Consumer:
             asyncio.create_task(self._every(lambda: 10.0, self._trim_streams)),
             asyncio.create_task(self._every(lambda: 5.0, self._relay_outbox)),
             asyncio.create_task(self._every(self._dedup_interval, self._collect_dedup)),
+            asyncio.create_task(self._every(self._expiry_interval, self._expire_handlers)),
         ]
         try:
             stopper = asyncio.create_task(stop.wait())
@@ -347,6 +348,7 @@ class Consumer:
     # -- handling -----------------------------------------------------------
     async def _work(self) -> None:
         queue = self._queue
+        me = asyncio.current_task()
         while True:
             while not queue:
                 self._work_ready.clear()
@@ -354,6 +356,7 @@ class Consumer:
             item = queue.popleft()
             self._running += 1
             try:
+                item.worker = me
                 await self.dispatcher.process(item)
             except RedisError as exc:
                 # Leave it pending: recovery reads it again once Redis answers.
@@ -525,6 +528,14 @@ class Consumer:
 
     async def _relay_outbox(self) -> None:
         await relay_stale(self.redis, self.keys, self.service.name)
+
+    def _expiry_interval(self) -> float:
+        """A tenth of the handler timeout (at most a second): handlers end
+        within about 10 % past it."""
+        return min(1.0, self.options.handler_timeout_ms / 10_000)
+
+    async def _expire_handlers(self) -> None:
+        self.dispatcher.expire_overdue()
 
     def _dedup_interval(self) -> float:
         # A bucket is window / 4 wide: looking twice per bucket keeps at most

@@ -73,9 +73,9 @@ class Context:
     """The handler's view of the world for one message."""
 
     __slots__ = (
+        "_limit_ms",
         "_tx",
         "config",
-        "deadline_ms",
         "keys",
         "logger",
         "message",
@@ -107,16 +107,20 @@ class Context:
         # between messages, never during one); None when it declares none.
         self.config = config
         self.rpc = rpc
-        # When this attempt is cut off (Unix ms): the message's deadline or the
-        # handler's time limit, the earlier; nested calls end by then too.
-        deadline = message.deadline_ms
-        if deadline_ms is not None:
-            deadline = deadline_ms if deadline is None else min(deadline, deadline_ms)
-        self.deadline_ms = deadline
+        self._limit_ms = deadline_ms  # the handler's time limit (Unix ms)
         self.outgoing: list[Outgoing] = []
         # Holds the connection of a WATCH, from ctx.watch() to the commit.
         self.pipe: Pipeline | None = None
         self._tx: Tx | None = None
+
+    @property
+    def deadline_ms(self) -> int | None:
+        """When this attempt is cut off (Unix ms): the message's deadline or the
+        handler's time limit, the earlier; nested calls end by then too."""
+        deadline = self.message.deadline_ms
+        if self._limit_ms is None:
+            return deadline
+        return self._limit_ms if deadline is None else min(deadline, self._limit_ms)
 
     @property
     def tx(self) -> Tx:

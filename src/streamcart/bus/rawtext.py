@@ -52,8 +52,8 @@ def undecodable_reason(fields: Mapping[str, str]) -> str | None:
     """
     if len(fields) > MAX_FIELDS:
         return f"{UNDECODABLE}: the entry has {len(fields)} fields, over the limit of {MAX_FIELDS}"
-    # The consume loop's case: all ASCII, told by two joins in C rather than a loop.
-    if "".join(fields).isascii() and "".join(fields.values()).isascii():
+    # The consume loop's case: all ASCII, told by one join in C rather than a loop.
+    if "".join([*fields, *fields.values()]).isascii():
         return None
     for name, value in fields.items():
         if not is_utf8(name):
