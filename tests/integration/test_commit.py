@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 from streamcart import Context, Service, ServiceOptions
 from streamcart.bus.keys import Keys
 from streamcart.bus.publisher import Publisher
-from tests.unit.support import eventually
-from tests.unit.test_commit import book_against_a_spoiled_key, running
+from tests.unit.support import eventually, running
+from tests.unit.test_commit import book_against_a_spoiled_key
 
 
 @pytest.mark.parametrize("watched", [False, True], ids=["script", "watched"])
@@ -45,7 +45,7 @@ async def test_a_write_too_large_for_one_script_is_refused_before_anything_is_wr
 
     await Publisher(real_redis, keys).publish("bulky.load", {"fields": 4_000}, to="bulky")
     await Publisher(real_redis, keys).publish("bulky.load", {"fields": 3}, to="bulky")
-    async with running(service, real_redis, keys):
+    async with running(service, real_redis, keys=keys):
 
         async def handled() -> bool:
             groups = await real_redis.xinfo_groups(keys.inbox("bulky"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -79,16 +80,7 @@ async def test_gateway_answers_503_while_redis_is_down_and_recovers_by_itself(
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{http_port}", timeout=httpx.Timeout(30.0)
         ) as client:
-
-            async def ready() -> bool:
-                try:
-                    return (await client.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(ready, within=START_S, what="the gateway to be ready", context=context)
-            registered = await client.post("/api/users/register", json=ALICE)
-            assert registered.status_code == 201, _describe(registered)
+            await _ready_and_registered(client, context)
             login = await client.post("/api/users/login", json=LOGIN)
             assert login.status_code == 200, _describe(login)
 
@@ -164,16 +156,7 @@ async def test_a_request_through_a_frozen_link_answers_by_its_deadline_and_the_l
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{http_port}", timeout=httpx.Timeout(60.0)
             ) as client:
-
-                async def ready() -> bool:
-                    try:
-                        return (await client.get("/readyz")).status_code == 200
-                    except httpx.TransportError:
-                        return False
-
-                await wait_for(ready, within=START_S, what="the gateway ready", context=context)
-                registered = await client.post("/api/users/register", json=ALICE)
-                assert registered.status_code == 201, _describe(registered)
+                await _ready_and_registered(client, context)
 
                 proxy.freeze()
                 response, elapsed = await _timed(client, "POST", "/api/users/login", json=LOGIN)
@@ -197,3 +180,17 @@ async def test_a_request_through_a_frozen_link_answers_by_its_deadline_and_the_l
         finally:
             for process in processes:
                 process.kill()
+
+
+async def _ready_and_registered(client: httpx.AsyncClient, context: Callable[[], str]) -> None:
+    """Wait for the gateway to be ready, then register ALICE through it."""
+
+    async def ready() -> bool:
+        try:
+            return (await client.get("/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await wait_for(ready, within=START_S, what="the gateway to be ready", context=context)
+    registered = await client.post("/api/users/register", json=ALICE)
+    assert registered.status_code == 201, _describe(registered)

@@ -24,10 +24,11 @@ async def running(
     name: str = "c1",
     concurrency: int = 8,
     observers: Sequence[ConsumerObserver] = (),
+    keys: Keys = KEYS,
 ) -> AsyncIterator[Consumer]:
     """A consumer running in the background; stopped gracefully on exit."""
     consumer = Consumer(
-        service, redis, name=name, keys=KEYS, concurrency=concurrency, observers=observers
+        service, redis, name=name, keys=keys, concurrency=concurrency, observers=observers
     )
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))

@@ -8,10 +8,6 @@ tests/integration/test_commit.py.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import msgspec
 import pytest
 from fakeredis import FakeAsyncRedis
@@ -19,10 +15,9 @@ from redis.asyncio import Redis
 
 from streamcart import Context, Service, ServiceOptions
 from streamcart.bus import deadletter
-from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
 from streamcart.bus.publisher import Publisher
-from tests.unit.support import KEYS, eventually
+from tests.unit.support import KEYS, eventually, running
 
 RETRYING = ServiceOptions(block_ms=20, retry_initial_ms=10, max_attempts=3, inline_attempts=2)
 
@@ -47,18 +42,6 @@ def ledger(keys: Keys) -> Service:
     return service
 
 
-@asynccontextmanager
-async def running(service: Service, redis: Redis, keys: Keys) -> AsyncIterator[Consumer]:
-    consumer = Consumer(service, redis, name="c1", keys=keys, concurrency=4)
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    try:
-        yield consumer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-
 async def dead_letters(redis: Redis, keys: Keys) -> list[dict[str, str]]:
     return [fields for _, fields in await redis.xrange(keys.dlq("ledger"))]
 
@@ -76,7 +59,7 @@ async def book_against_a_spoiled_key(
         await redis.hset(spoiled, "f", "not a number")
     service = ledger(keys)
     await Publisher(redis, keys).publish("ledger.book", {"watched": watched}, to="ledger")
-    async with running(service, redis, keys):
+    async with running(service, redis, keys=keys, concurrency=4):
 
         async def dead_lettered() -> bool:
             return len(await dead_letters(redis, keys)) == 1
