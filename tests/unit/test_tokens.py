@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import fakeredis
 import jwt
@@ -131,3 +132,29 @@ async def test_the_secret_is_created_once_in_redis_and_stays(
     assert await fake_redis.get(keys.state("users", "jwt-secret")) == first.decode()
     # Another namespace gets a secret of its own.
     assert await signing_secret(fake_redis, Keys("other")) != first
+
+
+class _DeletedRightAfterSet:
+    """A client whose secret is deleted by someone else right after each SET."""
+
+    def __init__(self, redis: fakeredis.FakeAsyncRedis) -> None:
+        self._redis = redis
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def set(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        reply = await self._redis.set(key, *args, **kwargs)
+        await self._redis.delete(key)
+        return reply
+
+
+async def test_a_secret_deleted_while_it_is_read_never_signs_as_none(
+    fake_redis: fakeredis.FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set-then-get read ``None`` when a delete landed between them, and every
+    token was then signed (and forgeable) with the secret b"None"."""
+    monkeypatch.delenv(tokens.SECRET_ENV, raising=False)
+    secret = await signing_secret(_DeletedRightAfterSet(fake_redis), Keys("t"))  # type: ignore[arg-type]
+    assert secret != b"None"
+    assert len(secret) >= 48

@@ -16,7 +16,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
-from streamcart.errors import StreamcartError
+from streamcart.errors import ConfigurationError, StreamcartError
 
 ALGORITHM = "HS256"
 ROLES = ("user", "admin")
@@ -41,8 +41,13 @@ async def signing_secret(redis: Redis, keys: Keys) -> bytes:
     if configured:
         return configured.encode()
     key = keys.state("users", "jwt-secret")
-    await redis.set(key, secrets.token_urlsafe(48), nx=True)
-    return str(await redis.get(key)).encode()
+    # One step: a separate GET racing a delete read None, and signed with b"None".
+    fresh = secrets.token_urlsafe(48)
+    stored = await redis.set(key, fresh, nx=True, get=True)
+    secret = fresh if stored is None else stored
+    if not secret:
+        raise ConfigurationError(f"the token signing secret at {key} is empty; delete it")
+    return str(secret).encode()
 
 
 def issue(
