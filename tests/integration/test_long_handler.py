@@ -63,6 +63,24 @@ def _hanging() -> Service:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()
 
+    @service.on("hung.converts")
+    async def converts(msg: dict[str, object], ctx: Context) -> None:
+        """Turns its cancellation into an error of its own."""
+        await ctx.redis.hincrby(ctx.key("started"), ctx.message.id, 1)
+        ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RuntimeError("interrupted") from None
+
+    @service.on("hung.quick")
+    async def quick(msg: dict[str, object], ctx: Context) -> None:
+        """Uses a timeout of its own, as handlers do: a cancel left over from a
+        timed-out attempt on the same task would break it."""
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        ctx.tx.hincrby(ctx.key("applied"), ctx.message.id, 1)
+
     return service
 
 
@@ -142,7 +160,7 @@ async def test_live_worker_keeps_its_long_handler_entry(
     assert await pending(real_redis, keys.inbox, keys.group) == 0
 
 
-@pytest.mark.parametrize("message_type", ["hung.work", "hung.stubborn"])
+@pytest.mark.parametrize("message_type", ["hung.work", "hung.stubborn", "hung.converts"])
 async def test_a_hung_handler_is_failed_at_its_timeout_and_dead_lettered_uncommitted(
     real_redis: Redis, namespace: str, message_type: str
 ) -> None:
@@ -150,7 +168,8 @@ async def test_a_hung_handler_is_failed_at_its_timeout_and_dead_lettered_uncommi
     is failed after ``handler_timeout_ms`` and retried, and after ``max_attempts``
     the message is a dead letter saying why; none of the attempts committed anything."""
     keys = CounterKeys(namespace, "hung")
-    consumer = Consumer(_hanging(), real_redis, name="c1", keys=Keys(namespace), concurrency=4)
+    # One worker task: the message after the hung one runs on the task that was cancelled.
+    consumer = Consumer(_hanging(), real_redis, name="c1", keys=Keys(namespace), concurrency=1)
     async with running(consumer):
         await real_redis.xadd(keys.inbox, {"type": message_type, "data": "{}", "id": "m1"})
 
@@ -158,15 +177,22 @@ async def test_a_hung_handler_is_failed_at_its_timeout_and_dead_lettered_uncommi
             return [fields for _, fields in await real_redis.xrange(keys.dlq)]
 
         dead = await wait_for(dead_letters, within=20, what="the hung message dead-lettered")
+        await real_redis.xadd(keys.inbox, {"type": "hung.quick", "data": "{}", "id": "m2"})
+
+        async def quick_applied() -> bool:
+            return await real_redis.hget(keys.applied, "m2") == "1"
+
+        await wait_for(quick_applied, within=10, what="the next message handled")
         await wait_for(
-            lambda: _no_pending(real_redis, keys), within=5, what="the entry acknowledged"
+            lambda: _no_pending(real_redis, keys), within=5, what="the entries acknowledged"
         )
     assert len(dead) == 1 and dead[0]["id"] == "m1"
+    assert await real_redis.xlen(keys.dlq) == 1  # the next message handled, not failed
     error = f"HandlerTimeoutError: {message_type} still running after handler_timeout_ms=300"
     assert dead[0]["dlq_error"] == error
     assert dead[0]["dlq_attempts"] == str(HUNG.max_attempts)
     assert await real_redis.hgetall(keys.state("started")) == {"m1": str(HUNG.max_attempts)}
-    assert await real_redis.hgetall(keys.applied) == {}
+    assert await real_redis.hgetall(keys.applied) == {"m2": "1"}  # m1: never committed
     assert await real_redis.xlen(f"{namespace}:events:hung") == 0
 
 

@@ -305,15 +305,16 @@ class Dispatcher:
         try:
             try:
                 result = await handler.func(payload, ctx)
-            except asyncio.CancelledError:
-                if task not in self._expired:
-                    raise  # the worker is stopping
+            except BaseException:
+                if not self._timed_out(task):
+                    raise  # the handler's own failure, or the worker is stopping
+                timed_out = True  # it ended by our cancel, or by what it made of it
+            else:
+                # Also when the handler swallowed its cancellation and returned late.
+                timed_out = self._timed_out(task)
             finally:
                 del self._deadlines[task]
-            if self._expired and task in self._expired:
-                # Also when the handler swallowed its cancellation and returned late.
-                self._expired.discard(task)
-                task.uncancel()
+            if timed_out:
                 raise HandlerTimeoutError(
                     f"{envelope.type} still running after handler_timeout_ms={timeout_ms}"
                 )
@@ -324,6 +325,15 @@ class Dispatcher:
         finally:
             if ctx.pipe is not None:
                 await ctx.pipe.reset()
+
+    def _timed_out(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task``'s handler was cancelled for its time; takes the
+        cancel back, so the task's later awaits and timeouts are not affected."""
+        if not self._expired or task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
 
     def expire_overdue(self) -> int:
         """Cancel every handler running past its ``handler_timeout_ms``; how many."""
