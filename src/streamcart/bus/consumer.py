@@ -595,7 +595,7 @@ class Consumer:
     ) -> None:
         """Back off after ``failures`` failed tries in a row (capped at 5 s, jittered)."""
         self._waiting_on(loop, exc)
-        delay = min(5.0, 0.05 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+        delay = _backoff_s(failures)
         if not interruptible:
             await asyncio.sleep(delay)
             return
@@ -615,10 +615,15 @@ class Consumer:
             except RedisError as exc:
                 failures += 1
                 self._waiting_on(loop, exc)
-                delay = min(5.0, 0.05 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                    await asyncio.wait_for(stop.wait(), _backoff_s(failures))
         return False
+
+
+def _backoff_s(failures: int) -> float:
+    """The pause after ``failures`` failed tries in a row: doubling from 50 ms,
+    capped at 5 s, with jitter so that many workers do not retry in step."""
+    return min(5.0, 0.05 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
