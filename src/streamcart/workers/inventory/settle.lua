@@ -1,10 +1,14 @@
 -- Move a reservation on: release it (stock back to available) or commit it
 -- (reserved stock leaves as shipped). Only a reservation in state "reserved"
 -- changes; an order with no reservation yet is marked "cancelled" on release,
--- so a reservation that arrives later is refused.
--- KEYS[1] the reservation, KEYS[2..] the stock hash of each of its lines
--- ARGV[1] "release" or "commit", ARGV[2..] the sku of each line (as KEYS)
--- Returns the state after the call, and whether this call changed it (1/0).
+-- so a reservation that arrives later is refused. The lines are read here, in
+-- the step that moves them: a caller that named other skus than the
+-- reservation holds (it did not know them, or the order was reserved since)
+-- gets them back and nothing is written.
+-- KEYS[1] the reservation, KEYS[2..] the stock hash of each sku of ARGV[2..]
+-- ARGV[1] "release" or "commit", ARGV[2..] skus
+-- Returns {'lines', sku...} when ARGV's skus are not the reservation's lines;
+-- else the state after the call, and whether this call changed it (1/0).
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   if ARGV[1] == 'release' then
@@ -16,8 +20,21 @@ end
 if state ~= 'reserved' then
   return {state, 0}
 end
+local lines, given = {}, {}
+for k = 2, #ARGV do given[ARGV[k]] = true end
+local same = true
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, 5) == 'line:' then
+    local sku = string.sub(field, 6)
+    lines[#lines + 1] = sku
+    if not given[sku] then same = false end
+  end
+end
+if not same or #lines ~= #ARGV - 1 then
+  return {'lines', unpack(lines)}
+end
 for k = 2, #KEYS do
-  local qty = tonumber(redis.call('HGET', KEYS[1], 'line:' .. ARGV[k]) or '0')
+  local qty = tonumber(redis.call('HGET', KEYS[1], 'line:' .. ARGV[k]))
   redis.call('HINCRBY', KEYS[k], 'reserved', -qty)
   if ARGV[1] == 'release' then
     redis.call('HINCRBY', KEYS[k], 'available', qty)

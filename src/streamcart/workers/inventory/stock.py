@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
 from streamcart.bus.scripts import Script
-from streamcart.errors import InvalidError
+from streamcart.errors import InvalidError, StreamcartError
 from streamcart.workers.events import Line, Shortage
 
 SERVICE = "inventory"
@@ -86,12 +86,25 @@ async def reserve(
 
 
 async def settle(redis: Redis, keys: Keys, order_id: str, action: str) -> Settled:
-    """``release`` or ``commit`` the order's reservation, if it is held."""
+    """``release`` or ``commit`` the order's reservation, if it is held.
+
+    The script reads the lines in the step that moves them and names them when
+    they are not the skus it was given: a held reservation takes a second call.
+    Lines are written once, with the reservation, so the second call cannot miss.
+
+    Raises:
+        StreamcartError: the lines changed under a second call (never, unless
+            something else than :func:`reserve` writes them).
+    """
     key = reservation_key(keys, order_id)
-    skus = [field[5:] for field in await redis.hkeys(key) if field.startswith("line:")]
-    script_keys = [key, *(stock_key(keys, sku) for sku in skus)]
-    state, changed = await _settle(redis, script_keys, [action, *skus])
-    return Settled(state, bool(changed))
+    skus: list[str] = []
+    for _ in range(2):
+        script_keys = [key, *(stock_key(keys, sku) for sku in skus)]
+        state, *rest = await _settle(redis, script_keys, [action, *skus])
+        if state != "lines":
+            return Settled(state, bool(rest[0]))
+        skus = list(rest)
+    raise StreamcartError(f"the lines of reservation {order_id!r} changed while it was settled")
 
 
 async def levels(redis: Redis, keys: Keys, skus: list[str]) -> list[Level]:
