@@ -1,7 +1,10 @@
-"""Inventory's settle against a cancel that reads early.
+"""Inventory's settle and reserve against a cancel that reads early and a crash
+before the commit.
 
-The settle script moves stock: it must read the lines it moves in the same
-step (a cancel racing the reservation must not leave stock reserved for good).
+Both scripts move stock before the handler's commit: a settle must read the
+lines it moves in the same step (a cancel racing the reservation must not
+leave stock reserved for good), and a message handled again after a crash in
+between must still announce what its first run did, exactly once.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from typing import Any
 import msgspec
 import pytest
 from fakeredis import FakeAsyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from streamcart.bus.commit import commit
 from streamcart.bus.consumer import Consumer
+from streamcart.bus.context import Context
 from streamcart.bus.publisher import Publisher
 from streamcart.workers import events
 from streamcart.workers.inventory import service as inventory
@@ -82,6 +88,59 @@ async def test_a_cancel_that_read_before_the_reservation_still_releases_it(
 
 async def _state_is(redis: FakeAsyncRedis, order_id: str, state: str) -> bool:
     return bool(await redis.hget(stock.reservation_key(KEYS, order_id), "state") == state)
+
+
+def crash_before_the_commit(monkeypatch: pytest.MonkeyPatch, message_type: str) -> list[str]:
+    """The first commit of each ``message_type`` message fails as a lost
+    connection does (the worker dies there: its scripts ran, nothing of the
+    commit did); the entry stays pending and is handled again. Returns the
+    ids of the messages it crashed."""
+    crashed: list[str] = []
+
+    async def crashing(ctx: Context, *args: Any, **kwargs: Any) -> Any:
+        if ctx.message.type == message_type and ctx.message.id not in crashed:
+            crashed.append(ctx.message.id)
+            raise RedisConnectionError("the worker died before its commit")
+        return await commit(ctx, *args, **kwargs)
+
+    monkeypatch.setattr("streamcart.bus.dispatch.commit", crashing)
+    return crashed
+
+
+@pytest.mark.parametrize(
+    ("crashing", "announcement", "expected"),
+    [
+        (events.ORDER_CANCELLED, events.INVENTORY_RELEASED, {"order_id": "o1"}),
+        (events.SHIPMENT_DISPATCHED, events.INVENTORY_COMMITTED, {"order_id": "o1"}),
+        (events.ORDER_PLACED, events.INVENTORY_LOW_STOCK,
+         {"sku": "tea", "available": 4, "threshold": 5}),
+    ],
+)  # fmt: skip
+async def test_a_message_handled_again_after_a_crash_announces_its_step_once(
+    fake_redis: FakeAsyncRedis,
+    monkeypatch: pytest.MonkeyPatch,
+    crashing: str,
+    announcement: str,
+    expected: dict[str, Any],
+) -> None:
+    await given_stock(fake_redis, 6)
+    crashed = crash_before_the_commit(monkeypatch, crashing)
+    publisher = Publisher(fake_redis, KEYS)
+    async with running(inventory.build(FAST), fake_redis) as consumer:
+        await publisher.publish(events.ORDER_PLACED, placed("o1"), key="o1")
+        await eventually(lambda: _state_is(fake_redis, "o1", stock.RESERVED))
+        if crashing == events.ORDER_CANCELLED:
+            await publisher.publish(events.ORDER_CANCELLED, cancelled("o1"), key="o1")
+        elif crashing == events.SHIPMENT_DISPATCHED:
+            progress = events.ShipmentProgress(order_id="o1", shipment_id="shp_o1")
+            await publisher.publish(events.SHIPMENT_DISPATCHED, progress, key="o1")
+        await quiet(consumer)
+    assert len(crashed) == 1  # the crash happened, after the script moved the stock
+    assert await announced(fake_redis, announcement) == [expected]
+    [tea] = await stock.levels(fake_redis, KEYS, ["tea"])
+    moved = {events.ORDER_CANCELLED: (6, 0, 0), events.SHIPMENT_DISPATCHED: (4, 0, 2),
+             events.ORDER_PLACED: (4, 2, 0)}[crashing]  # fmt: skip
+    assert (tea.available, tea.reserved, tea.shipped) == moved  # and only once
 
 
 async def test_a_second_message_about_a_settled_order_announces_nothing(
