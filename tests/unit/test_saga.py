@@ -210,6 +210,12 @@ async def test_cancel_after_capture_refunds_and_releases(fake_redis: FakeAsyncRe
         await add_stock(rpc, "tea", 4)
         order_id = await place(rpc, [{"sku": "tea", "qty": 4}])
         await order_in(rpc, order_id, "CONFIRMED")
+
+        async def shipment_made() -> bool:  # else the cancel stops it before it is made
+            order = await rpc.call("orders.get", {"order_id": order_id})
+            return order["shipment"] is not None
+
+        await eventually(shipment_made)
         cancelled = await rpc.call("orders.cancel", {"order_id": order_id})
         assert cancelled["status"] == "CANCELLED"
 

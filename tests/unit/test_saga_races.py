@@ -23,7 +23,7 @@ from streamcart.bus.context import Context
 from streamcart.bus.publisher import Publisher
 from streamcart.bus.rpc import RpcClient
 from streamcart.bus.service import Service
-from streamcart.errors import ConflictError
+from streamcart.errors import ConflictError, NotFoundError
 from streamcart.workers import events
 from streamcart.workers.invariants import check_invariants
 from streamcart.workers.inventory import service as inventory
@@ -311,3 +311,14 @@ async def test_the_invariant_check_names_a_cancelled_order_that_shipped(
         f"order {released_but_left} (DELIVERED): its stock left (shipment DELIVERED) "
         "and was released"
     ) in problems
+
+
+async def test_a_shipment_stopped_before_it_was_made_says_so(fake_redis: FakeAsyncRedis) -> None:
+    async with logistics_alone(fake_redis, Gate()), RpcClient(fake_redis, KEYS) as rpc:
+        stop = {"order_id": "o1", "reason": "changed my mind"}
+        first = await rpc.call(events.LOGISTICS_STOP_SHIPMENT, stop)
+        again = await rpc.call(events.LOGISTICS_STOP_SHIPMENT, stop)
+        with pytest.raises(NotFoundError, match="cancelled before one was made"):
+            await rpc.call("logistics.get_shipment", {"order_id": "o1"})
+    assert first == again == {"order_id": "o1", "shipment_id": "shp_o1",
+                              "reason": "changed my mind"}  # fmt: skip

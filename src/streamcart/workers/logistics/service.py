@@ -162,11 +162,15 @@ def build(options: ServiceOptions | None = None) -> Service:
         """The order's shipment.
 
         Raises:
-            NotFoundError: no shipment for the order (not confirmed yet, say).
+            NotFoundError: no shipment for the order (not confirmed yet, or
+                cancelled before one was made).
         """
-        raw = await ctx.redis.get(ctx.key("shipment", msg.order_id))
+        raw, stopped = await ctx.redis.mget(
+            shipments.shipment_key(ctx, msg.order_id), shipments.stopped_key(ctx, msg.order_id)
+        )
         if raw is None:
-            raise NotFoundError(f"no shipment for order {msg.order_id!r}")
+            why = "" if stopped is None else ": it was cancelled before one was made"
+            raise NotFoundError(f"no shipment for order {msg.order_id!r}{why}")
         return msgspec.json.decode(raw, type=Shipment)
 
     @service.on("logistics.quote")
