@@ -29,8 +29,15 @@ from streamcart.workers.invariants import check_invariants
 from streamcart.workers.inventory import service as inventory
 from streamcart.workers.inventory import stock
 from streamcart.workers.logistics import service as logistics
+from streamcart.workers.logistics import shipments
 from streamcart.workers.logistics.fees import LogisticsSettings
-from streamcart.workers.logistics.shipments import DISPATCHED, Shipment
+from streamcart.workers.logistics.shipments import (
+    CANCELLED,
+    CREATED,
+    DELIVERED,
+    DISPATCHED,
+    Shipment,
+)
 from streamcart.workers.orders import service as orders
 from streamcart.workers.orders.model import Order, PaymentView, Step
 from streamcart.workers.payments import service as payments
@@ -322,3 +329,60 @@ async def test_a_shipment_stopped_before_it_was_made_says_so(fake_redis: FakeAsy
             await rpc.call("logistics.get_shipment", {"order_id": "o1"})
     assert first == again == {"order_id": "o1", "shipment_id": "shp_o1",
                               "reason": "changed my mind"}  # fmt: skip
+
+
+@pytest.mark.parametrize("first", ["stop", "dispatch"])
+async def test_a_stop_and_a_dispatch_at_once_take_effect_one_after_the_other(
+    fake_redis: FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """The later of the two has read the shipment CREATED and is held there
+    while the first commits: its own commit must fail and its rerun see the
+    first one's outcome (a stopped shipment stays home; a stop after the
+    dispatch is refused)."""
+    shipment = Shipment(shipment_id="shp_o1", order_id="o1", status=CREATED, courier="YTO",
+                        fee=600, currency="CNY", zone="local", weight_g=600)  # fmt: skip
+    await fake_redis.set(KEYS.state("logistics", "shipment", "o1"), msgspec.json.encode(shipment))
+    await fake_redis.hset(KEYS.state("logistics", "courier-load"), "YTO", 1)
+    later = logistics.SERVICE + (".dispatch" if first == "stop" else ".stop_shipment")
+    read, held, go = shipments.watched, asyncio.Event(), asyncio.Event()
+
+    async def later_waits_after_reading(ctx: Context, order_id: str) -> shipments.Watched:
+        found = await read(ctx, order_id)
+        if ctx.message.type == later and not held.is_set():
+            held.set()
+            await go.wait()
+        return found
+
+    monkeypatch.setattr(shipments, "watched", later_waits_after_reading)
+    publisher = Publisher(fake_redis, KEYS)
+    stop = {"order_id": "o1", "reason": "changed my mind"}
+    async with logistics_alone(fake_redis, Gate()) as consumer, RpcClient(fake_redis, KEYS) as rpc:
+        if first == "stop":
+            await publisher.publish("logistics.dispatch", {"order_id": "o1"}, to="logistics")
+            await asyncio.wait_for(held.wait(), 5)
+            await rpc.call(events.LOGISTICS_STOP_SHIPMENT, stop)
+            go.set()
+        else:
+            stopping = asyncio.ensure_future(rpc.call(events.LOGISTICS_STOP_SHIPMENT, stop))
+            await asyncio.wait_for(held.wait(), 5)
+            await publisher.publish("logistics.dispatch", {"order_id": "o1"}, to="logistics")
+            await eventually(lambda: shipment_is(fake_redis, "o1", DISPATCHED))
+            go.set()
+            with pytest.raises(ConflictError, match="DISPATCHED"):
+                await stopping
+        await quiet(consumer)
+    if first == "stop":
+        assert await shipment_is(fake_redis, "o1", CANCELLED)
+        assert await shipment_events(fake_redis, "o1") == [events.SHIPMENT_CANCELLED]
+        assert await courier_load(fake_redis) == 0
+    else:
+        assert await shipment_is(fake_redis, "o1", DELIVERED)
+        assert await fake_redis.get(KEYS.state("logistics", "stopped", "o1")) is None
+        assert await shipment_events(fake_redis, "o1") == [
+            events.SHIPMENT_DISPATCHED, events.SHIPMENT_DELIVERED,
+        ]  # fmt: skip
+
+
+async def shipment_is(redis: FakeAsyncRedis, order_id: str, status: str) -> bool:
+    raw = await redis.get(KEYS.state("logistics", "shipment", order_id))
+    return raw is not None and msgspec.json.decode(raw, type=Shipment).status == status
