@@ -127,8 +127,8 @@ def build(options: ServiceOptions | None = None) -> Service:
             ConflictError: the parcel was dispatched or delivered already.
         """
         if await shipments.stop(ctx, msg.order_id, msg.reason):
-            # Later than the cancel that asked needs to commit: it cancels the
-            # order itself, and this only catches a cancel cut short after the stop.
+            # The cancel that asked cancels the order itself; the notice, later
+            # than that cancel needs to commit, is for one cut short after the stop.
             ctx.send_later(
                 SERVICE, ANNOUNCE_STOP, ByOrder(msg.order_id),
                 delay_ms=settings_of(ctx).stop_notice_after_ms, key=msg.order_id,
