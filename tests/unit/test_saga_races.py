@@ -280,11 +280,19 @@ async def test_a_stopped_shipment_cancels_an_order_whose_cancel_was_cut_short(
         await add_stock(rpc, "tea", 2)
         order_id = await place(rpc, [{"sku": "tea", "qty": 2}])
         await order_in(rpc, order_id, "CONFIRMED")
+
+        async def shipment_made() -> bool:
+            order = await rpc.call("orders.get", {"order_id": order_id})
+            return order["shipment"] is not None
+
+        await eventually(shipment_made)
         stop = {"order_id": order_id, "reason": "cancelled by the customer"}
         await rpc.call(events.LOGISTICS_STOP_SHIPMENT, stop)
-        order = await order_in(rpc, order_id, "CANCELLED", "DELIVERED")
+        await order_in(rpc, order_id, "CANCELLED", "DELIVERED")
         await all_invariants_hold(fake_redis)
+        order = await rpc.call("orders.get", {"order_id": order_id})
     assert order["status"] == "CANCELLED" and order["reason"] == "cancelled by the customer"
+    assert order["shipment"]["status"] == "CANCELLED"
     announced = [f for _, f in await fake_redis.xrange(KEYS.events("order"))
                  if f["type"] == events.ORDER_CANCELLED]  # fmt: skip
     assert len(announced) == 1

@@ -241,10 +241,16 @@ def build(options: ServiceOptions | None = None) -> Service:
 
     @service.on(events.SHIPMENT_CANCELLED)
     async def on_shipment_cancelled(msg: events.ShipmentCancelled, ctx: Context) -> None:
-        """A stopped shipment whose cancel did not get to commit (cut short
-        after the stop): the order is cancelled all the same."""
+        """The shipment is stopped: so it shows, and an order whose cancel did not
+        get to commit (cut short after the stop) is cancelled all the same."""
         order = await update(ctx, msg.order_id)
-        if order is not None and order.status in CANCELLABLE:
+        if order is None:
+            return
+        if order.shipment is not None and order.shipment.status == "CREATED":
+            stopped = msgspec.structs.replace(order.shipment, status="CANCELLED")
+            order = msgspec.structs.replace(order, shipment=stopped)
+            save(ctx, order)
+        if order.status in CANCELLABLE:
             cancelled_now(ctx, order, msg.reason)
 
     async def update(ctx: Context, order_id: str) -> Order | None:
