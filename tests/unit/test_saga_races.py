@@ -98,11 +98,14 @@ async def logistics_alone(redis: FakeAsyncRedis, gate: Gate) -> AsyncIterator[Co
 
 async def handled(consumer: Consumer, stream: str, entry_id: str) -> bool:
     """Whether ``consumer``'s group has read ``entry_id`` of ``stream`` and acknowledged it."""
+    groups = [g for g in await consumer.redis.xinfo_groups(stream)
+              if g["name"] == consumer.service.name]  # fmt: skip
+    if not groups:
+        return False  # the consumer has not started yet
     pending = await consumer.redis.xpending_range(stream, consumer.service.name, "-", "+", 100)
     if any(entry["message_id"] == entry_id for entry in pending):
         return False
-    [group] = [g for g in await consumer.redis.xinfo_groups(stream)
-               if g["name"] == consumer.service.name]  # fmt: skip
+    [group] = groups
     last = tuple(map(int, group["last-delivered-id"].split("-")))
     return last >= tuple(map(int, entry_id.split("-")))
 
@@ -394,3 +397,37 @@ async def test_a_stop_and_a_dispatch_at_once_take_effect_one_after_the_other(
 async def shipment_is(redis: FakeAsyncRedis, order_id: str, status: str) -> bool:
     raw = await redis.get(KEYS.state("logistics", "shipment", order_id))
     return raw is not None and msgspec.json.decode(raw, type=Shipment).status == status
+
+
+@pytest.mark.parametrize("first", [events.PAYMENT_CAPTURED, events.PAYMENT_REFUNDED])
+async def test_a_refund_and_its_capture_in_either_order_leave_the_order_refunded(
+    fake_redis: FakeAsyncRedis, first: str
+) -> None:
+    """Cancelled while RESERVED, as payments charged: payments publishes the
+    capture and its refund together, and orders may handle the refund first."""
+    await fake_redis.set(
+        KEYS.state("orders", "order", "o1"),
+        msgspec.json.encode(Order(
+            order_id="o1", user_id="u1", status=events.CANCELLED, items=LINES,
+            total=2 * PRICES["tea"], currency="CNY",
+            timeline=[Step(events.PENDING, 1), Step(events.RESERVED, 2),
+                      Step(events.CANCELLED, 3)],
+            payment_method="card", address=events.Address(**ADDRESS), created_at=1,
+        )),
+    )  # fmt: skip
+    money = {"order_id": "o1", "payment_id": "pay_1", "amount": 2 * PRICES["tea"],
+             "currency": "CNY"}  # fmt: skip
+    payloads = {
+        events.PAYMENT_CAPTURED: events.PaymentCaptured(**money, method="card"),
+        events.PAYMENT_REFUNDED: events.PaymentRefunded(**money),
+    }
+    later = next(t for t in payloads if t != first)
+    async with running(orders.build(FAST), fake_redis, name="orders-1") as consumer:
+        for message_type in (first, later):
+            entry = await publish(fake_redis, message_type, payloads[message_type], "o1")
+            await eventually(lambda e=entry: handled(consumer, KEYS.events("payment"), e))
+    raw = await fake_redis.get(KEYS.state("orders", "order", "o1"))
+    order = msgspec.json.decode(raw, type=Order)
+    assert order.status == events.CANCELLED
+    assert order.payment == PaymentView(status="REFUNDED", amount=2 * PRICES["tea"],
+                                        refunded=2 * PRICES["tea"])  # fmt: skip

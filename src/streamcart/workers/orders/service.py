@@ -286,6 +286,8 @@ def build(options: ServiceOptions | None = None) -> Service:
         if order is None:
             return
         paid = PaymentView(status="CAPTURED", amount=msg.amount)
+        if order.payment is not None and order.payment.status == "REFUNDED":
+            paid = order.payment  # a cancel's refund that overtook the capture stands
         confirmed = move(msgspec.structs.replace(order, payment=paid), events.CONFIRMED, _now_ms())
         save(ctx, confirmed)
         if confirmed.status == events.CONFIRMED and order.status != events.CONFIRMED:
