@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import msgspec
 import pytest
 from redis.asyncio import Redis
@@ -33,7 +34,7 @@ from streamcart.errors import ConflictError, ForbiddenError, NotFoundError
 from streamcart.gateway import create_app
 from streamcart.registry.instances import Instance, Registry
 from streamcart.resilience.ratelimit import RateLimit
-from streamcart.workers.users import tokens
+from streamcart.workers.users import signing_keys, tokens
 from tests.integration.support import running, wait_for
 
 FAST = ServiceOptions(block_ms=100, max_attempts=1, inline_attempts=1)
@@ -58,7 +59,7 @@ class Get(msgspec.Struct, frozen=True):
 
 
 def fake_users(keys: Keys) -> Service:
-    """Accounts in a dict; tokens signed with the namespace's real secret."""
+    """Accounts in a dict; tokens signed with the configured key."""
     service = Service("users", options=FAST)
     accounts: dict[str, dict[str, str]] = {}
 
@@ -75,8 +76,8 @@ def fake_users(keys: Keys) -> Service:
         account = accounts.get(msg.email)
         if account is None or account["password"] != msg.password:
             raise ForbiddenError("wrong email or password")
-        secret = await tokens.signing_secret(ctx.redis, keys)
-        token, expires_at = tokens.issue(secret, account["user_id"], "user")
+        key = signing_keys.from_environment().current
+        token, expires_at = tokens.issue(key, account["user_id"], "user")
         return {"token": token, "expires_at": expires_at}
 
     @service.on("users.get")
@@ -200,8 +201,8 @@ async def test_another_users_account_looks_like_a_missing_one(
     async with with_users(real_redis, keys) as client:
         bob_id = (await client.post("/api/users/register", json=bob)).json()["user_id"]
         alice = {"Authorization": f"Bearer {await token_of(client)}"}
-        secret = await tokens.signing_secret(real_redis, keys)
-        admin = {"Authorization": f"Bearer {tokens.issue(secret, 'root', 'admin')[0]}"}
+        key = signing_keys.from_environment().current
+        admin = {"Authorization": f"Bearer {tokens.issue(key, 'root', 'admin')[0]}"}
         unknown_id = uuid.uuid4().hex
 
         someone_elses = await client.get(f"/api/users/{bob_id}", headers=alice)
@@ -230,13 +231,40 @@ async def test_me_for_a_user_the_service_does_not_know_is_404(
     real_redis: Redis, keys: Keys
 ) -> None:
     async with with_users(real_redis, keys) as client:
-        secret = await tokens.signing_secret(real_redis, keys)
-        token, _ = tokens.issue(secret, "ghost", "user")
+        key = signing_keys.from_environment().current
+        token, _ = tokens.issue(key, "ghost", "user")
         response = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
         assert_error(response, 404, "not_found")
 
 
 # -- auth -------------------------------------------------------------------------
+async def test_a_rotation_keeps_the_previous_keys_tokens_until_it_is_retired(
+    real_redis: Redis, keys: Keys
+) -> None:
+    """The stand-in signs with the configured key; the gateway is restarted
+    with it as the previous key (rotated), then with neither (retired)."""
+    configured = signing_keys.from_environment().current
+    new, newer = tokens.SigningKey(b"n" * 40), tokens.SigningKey(b"m" * 40)
+    consumer = Consumer(fake_users(keys), real_redis, name="u1", keys=keys, concurrency=8)
+    async with running(consumer), alive(real_redis, keys):
+        async with gateway(real_redis, keys) as client:
+            old_token = await token_of(client)
+        user_id = tokens.verify(tokens.SigningKeys(configured), old_token).sub
+        new_token, _ = tokens.issue(new, user_id, "user")
+        rotated = tokens.SigningKeys(current=new, previous=configured)
+        async with gateway(real_redis, keys, signing_keys=rotated) as client:
+            for token in (old_token, new_token):
+                me = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+                assert me.status_code == 200, me.text
+        retired = tokens.SigningKeys(current=newer, previous=new)
+        async with gateway(real_redis, keys, signing_keys=retired) as client:
+            me = await client.get("/api/me", headers={"Authorization": f"Bearer {old_token}"})
+            error = assert_error(me, 401, "unauthorized")
+            assert "not in use" in error["message"]
+            me = await client.get("/api/me", headers={"Authorization": f"Bearer {new_token}"})
+            assert me.status_code == 200, me.text
+
+
 # Routes anyone may call; every other /api route must demand a token.
 PUBLIC_API = {
     ("POST", "/api/users/register"),
@@ -247,21 +275,26 @@ PUBLIC_API = {
 ROOMY = RateLimit(rate=1000, burst=1000)  # this test's hundreds of requests are not the point
 
 
-def bad_tokens(secret: bytes) -> dict[str, dict[str, str]]:
+def bad_tokens(key: tokens.SigningKey) -> dict[str, dict[str, str]]:
     """Every way an Authorization header can fail, by name."""
     now = int(time.time())
-    expired, _ = tokens.issue(secret, "u1", "user", ttl_s=60, now=now - 3600)
-    not_yet_valid, _ = tokens.issue(secret, "u1", "user", ttl_s=3600, now=now + 600)
-    wrong_key, _ = tokens.issue(b"not-the-secret-" * 4, "u1", "admin")
-    header, payload, signature = tokens.issue(secret, "u1", "user")[0].split(".")
+    expired, _ = tokens.issue(key, "u1", "user", ttl_s=60, now=now - 3600)
+    not_yet_valid, _ = tokens.issue(key, "u1", "user", ttl_s=3600, now=now + 600)
+    wrong_key, _ = tokens.issue(tokens.SigningKey(b"not-the-secret-" * 4), "u1", "admin")
+    header, payload, signature = tokens.issue(key, "u1", "user")[0].split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     altered = f"{header}.{_b64({**claims, 'role': 'admin'})}.{signature}"
     unsigned = {"sub": "u1", "role": "admin", "iat": now, "nbf": now, "exp": now + 600}
-    alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(unsigned)}."
+    alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': key.kid})}.{_b64(unsigned)}."
+    # The right kid on a token signed with another secret.
+    forged_kid = jwt.encode(unsigned, b"f" * 64, algorithm="HS256", headers={"kid": key.kid})
+    no_kid = jwt.encode(unsigned, key.secret, algorithm="HS256")
     bearer = {
         "malformed": "not.a.token",
         "alg none": alg_none,
         "wrong key": wrong_key,
+        "forged with the right kid": forged_kid,
+        "no kid": no_kid,
         "altered payload": altered,
         "expired": expired,
         "not yet valid": not_yet_valid,
@@ -281,9 +314,9 @@ async def test_every_route_that_needs_a_token_refuses_every_bad_one(
     bad token is 401 before the body is even read, a user's token on a route
     whose security names the admin role is 403, and no /api route is public
     by accident."""
-    secret = await tokens.signing_secret(real_redis, keys)
-    cases = bad_tokens(secret)
-    user = {"Authorization": f"Bearer {tokens.issue(secret, 'u1', 'user')[0]}"}
+    key = signing_keys.from_environment().current
+    cases = bad_tokens(key)
+    user = {"Authorization": f"Bearer {tokens.issue(key, 'u1', 'user')[0]}"}
     async with gateway(real_redis, keys, limit=ROOMY) as client:
         document = (await client.get("/schema/openapi.json")).json()
         operations = [
@@ -478,11 +511,11 @@ async def test_unknown_paths_and_methods_get_the_error_body_and_a_trace_id(
 
 
 async def test_admin_status_needs_the_admin_role(real_redis: Redis, keys: Keys) -> None:
-    from streamcart.workers.users.tokens import issue, signing_secret
+    from streamcart.workers.users.tokens import issue
 
-    secret = await signing_secret(real_redis, keys)
-    user, _ = issue(secret, "u-1", "user")
-    admin, _ = issue(secret, "u-2", "admin")
+    key = signing_keys.from_environment().current
+    user, _ = issue(key, "u-1", "user")
+    admin, _ = issue(key, "u-2", "admin")
     async with gateway(real_redis, keys) as client:
         assert_error(await client.get("/api/admin/status"), 401, "unauthorized")
         refused = await client.get("/api/admin/status", headers={"Authorization": f"Bearer {user}"})

@@ -48,6 +48,8 @@ from streamcart.resilience import breaker_board
 from streamcart.resilience.breaker import Breakers
 from streamcart.resilience.ratelimit import RateLimit, TokenBucket
 from streamcart.telemetry.export import setup_tracing, use_globally
+from streamcart.workers.users.signing_keys import from_environment
+from streamcart.workers.users.tokens import SigningKeys
 
 log = logging.getLogger("streamcart.gateway")
 RATE_LIMITER = "gateway:client"
@@ -65,6 +67,7 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     limit: RateLimit | None = None,
     breakers: Breakers | None = None,
+    signing_keys: SigningKeys | None = None,
 ) -> Litestar:
     """The gateway over ``redis`` in the namespace of ``keys``.
 
@@ -74,10 +77,15 @@ def create_app(
     reading a streamed body, before any decoding). A request unanswered after
     ``request_timeout_s`` is a 504, however many calls it made; each service
     call also gives up after ``rpc_timeout_s``. The app's lifespan starts
-    and stops its RPC client; it never closes ``redis``.
+    and stops its RPC client; it never closes ``redis``. Tokens are verified
+    with ``signing_keys``, by default those of the environment.
+
+    Raises:
+        ConfigurationError: no ``signing_keys`` given and the environment has
+            none (or a bad one): the gateway does not start without them.
     """
     services = Services(redis, keys, timeout_s=rpc_timeout_s, breakers=breakers)
-    authenticator = Authenticator(redis, keys)
+    authenticator = Authenticator(signing_keys or from_environment())
     metrics = GatewayMetrics()
 
     @contextlib.asynccontextmanager
