@@ -21,12 +21,14 @@ from streamcart.workers.users.tokens import issue
 from tests.integration.support import REPO_ROOT, Worker, child_env, cli, free_port, poll_until
 
 START_S = 60.0
-# Config set before the workers start: fast shipping, no client rate limit in the way.
+# Config set before the workers start: fast shipping, no client or login limit in the way.
 SETTINGS = [
     ("logistics", "dispatch_after_ms", "150"),
     ("logistics", "deliver_after_ms", "150"),
     ("gateway", "rate", "100000"),
     ("gateway", "burst", "100000"),
+    ("gateway", "login_account_burst", "100000"),
+    ("gateway", "login_address_burst", "100000"),
 ]
 
 

@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +36,7 @@ from streamcart.gateway import create_app
 from streamcart.registry.instances import Instance, Registry
 from streamcart.resilience.ratelimit import RateLimit
 from streamcart.workers.users import signing_keys, tokens
-from tests.integration.support import running, wait_for
+from tests.integration.support import Workers, cli, free_port, running, wait_for
 
 FAST = ServiceOptions(block_ms=100, max_attempts=1, inline_attempts=1)
 HEARTBEAT_S = 0.5
@@ -120,10 +121,13 @@ async def alive(redis: Redis, keys: Keys, service: str = "users") -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def gateway(redis: Redis, keys: Keys, **options: Any) -> AsyncIterator[Client]:
-    """The app with its lifespan, served in this event loop (the Redis client's loop)."""
+async def gateway(
+    redis: Redis, keys: Keys, *, peer: str = "127.0.0.1", **options: Any
+) -> AsyncIterator[Client]:
+    """The app with its lifespan, served in this event loop (the Redis client's
+    loop), to connections from ``peer``."""
     app = create_app(redis, keys, **options)
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
     async with app.lifespan(), Client(transport=transport, base_url="http://gateway") as client:
         yield client
 
@@ -134,14 +138,14 @@ def keys(namespace: str) -> Keys:
 
 
 @contextlib.asynccontextmanager
-async def with_users(redis: Redis, keys: Keys) -> AsyncIterator[Client]:
-    """A gateway with a running stand-in users service.
+async def with_users(redis: Redis, keys: Keys, **options: Any) -> AsyncIterator[Client]:
+    """A gateway (with ``options``) and a running stand-in users service.
 
     A context manager entered in the test itself, not a fixture: the app's
     lifespan must end in the task that started it.
     """
     consumer = Consumer(fake_users(keys), redis, name="u1", keys=keys, concurrency=8)
-    async with running(consumer), alive(redis, keys), gateway(redis, keys) as client:
+    async with running(consumer), alive(redis, keys), gateway(redis, keys, **options) as client:
         yield client
 
 
@@ -470,6 +474,116 @@ async def test_limits_follow_the_config_store_without_a_restart(
         await wait_for(raised, within=10, what="the raised limit in force")
         statuses = [(await client.get("/api/me")).status_code for _ in range(5)]
         assert statuses == [401] * 5
+
+
+PROXY = "10.1.2.3"  # the ingress, as the gateway sees it
+
+
+def behind(*hops: str) -> dict[str, str]:
+    return {"X-Forwarded-For": ", ".join(hops)}
+
+
+async def test_clients_behind_a_trusted_proxy_have_buckets_of_their_own(
+    real_redis: Redis, keys: Keys
+) -> None:
+    await ConfigStore(real_redis, keys).set("gateway", "trusted_proxies", ["10.0.0.0/8"])
+    limit = RateLimit(rate=0.01, burst=2)
+    async with gateway(real_redis, keys, peer=PROXY, limit=limit) as client:
+        first = [(await client.get("/api/me", headers=behind("203.0.113.1"))).status_code
+                 for _ in range(3)]  # fmt: skip
+        assert first == [401, 401, 429]
+        # Another client through the same proxy; a forged hop left of the one
+        # the proxy appended changes nothing.
+        second = await client.get("/api/me", headers=behind("203.0.113.2"))
+        assert second.status_code == 401, second.text
+        forged = await client.get("/api/me", headers=behind("198.51.100.9", "203.0.113.1"))
+        assert_error(forged, 429, "rate_limited")
+
+
+async def test_the_forwarded_for_of_an_untrusted_peer_is_ignored(
+    real_redis: Redis, keys: Keys
+) -> None:
+    limit = RateLimit(rate=0.01, burst=2)
+    async with gateway(real_redis, keys, peer="198.51.100.7", limit=limit) as client:
+        statuses = [
+            (await client.get("/api/me", headers=behind(f"203.0.113.{n}"))).status_code
+            for n in range(3)
+        ]
+        assert statuses == [401, 401, 429]  # one bucket: the peer's
+
+
+async def test_the_served_gateway_believes_no_proxy_it_is_not_told_to(
+    redis_url: str, real_redis: Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """The server itself honours no X-Forwarded-For (uvicorn trusted 127.0.0.1
+    whatever the config said): with no trusted proxy, local clients share one bucket."""
+    store = ConfigStore(real_redis, keys)
+    await store.set("gateway", "trusted_proxies", [])
+    await store.set("gateway", "burst", 2)
+    await store.set("gateway", "rate", 0.01)
+    port = free_port()
+    with Workers(redis_url, keys.namespace, tmp_path) as processes:
+        argv = cli(redis_url, keys.namespace, "gateway", "--port", str(port))
+        processes.start_command(argv, "gateway")
+        async with Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+
+            async def serving() -> bool:
+                try:
+                    return (await client.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(serving, within=30, what="the gateway", context=processes.tails)
+            statuses = [
+                (await client.get("/api/me", headers=behind(f"203.0.113.{n}"))).status_code
+                for n in range(3)
+            ]
+    assert statuses == [401, 401, 429]
+
+
+async def test_a_login_flood_on_one_account_is_429_while_others_log_in(
+    real_redis: Redis, keys: Keys
+) -> None:
+    store = ConfigStore(real_redis, keys)
+    await store.set("gateway", "login_account_burst", 3)
+    await store.set("gateway", "login_account_rate", 0.01)
+    bob = {"email": "bob@example.com", "password": "hunter2-pass", "name": "Bob"}
+    async with with_users(real_redis, keys, limit=ROOMY) as client:
+        for body in (ALICE, bob):
+            assert (await client.post("/api/users/register", json=body)).status_code == 201
+        wrong = {"email": ALICE["email"], "password": "guess-0000"}
+        statuses = [(await client.post("/api/users/login", json=wrong)).status_code
+                    for _ in range(3)]  # fmt: skip
+        assert statuses == [403, 403, 403]
+        # The same account however its email is spelt, even with the right password.
+        right = {"email": " ALICE@example.COM ", "password": ALICE["password"]}
+        refused = await client.post("/api/users/login", json=right)
+        assert_error(refused, 429, "rate_limited")
+        assert 1 <= int(refused.headers["retry-after"]) <= 100
+        login = await client.post(
+            "/api/users/login", json={"email": bob["email"], "password": bob["password"]}
+        )
+        assert login.status_code == 200, login.text
+
+
+async def test_logins_are_limited_per_client_address(real_redis: Redis, keys: Keys) -> None:
+    store = ConfigStore(real_redis, keys)
+    await store.set("gateway", "trusted_proxies", ["10.0.0.0/8"])
+    await store.set("gateway", "login_address_burst", 2)
+    await store.set("gateway", "login_address_rate", 0.01)
+    async with with_users(real_redis, keys, peer=PROXY, limit=ROOMY) as client:
+        await client.post("/api/users/register", json=ALICE)
+        guesser = behind("203.0.113.66")
+        statuses = [
+            (await client.post("/api/users/login", headers=guesser,
+                               json={"email": f"user{n}@example.com", "password": "x" * 8})
+             ).status_code
+            for n in range(3)
+        ]  # fmt: skip
+        assert statuses == [403, 403, 429]
+        login = {"email": ALICE["email"], "password": ALICE["password"]}
+        response = await client.post("/api/users/login", json=login, headers=behind("203.0.113.7"))
+        assert response.status_code == 200, response.text
 
 
 # -- probes, metrics, schema ------------------------------------------------------------
