@@ -457,15 +457,17 @@ def redis_command(state: State, stop: bool) -> None:
               help="Refresh every SECONDS until Ctrl-C.")  # fmt: skip
 @pass_state
 def status(state: State, as_json: bool, watch: float | None) -> None:
-    """Show every service: instances, counters, rates, lag, pending, dead letters."""
+    """Show every service: instances, counters, rates, lag, pending, dead letters;
+    and how durably the server keeps acknowledged writes (its AOF fsync policy)."""
     from rich.console import Group
 
-    from streamcart.registry.report import as_data, breaker_table, table
+    from streamcart.registry.report import as_data, breaker_table, durability_line, table
     from streamcart.registry.status import take_snapshot
 
     def render(snapshot: Any) -> Any:
         breakers = breaker_table(snapshot)
-        return table(snapshot) if breakers is None else Group(table(snapshot), breakers)
+        parts = [table(snapshot), *([] if breakers is None else [breakers])]
+        return Group(*parts, durability_line(snapshot))
 
     def show(snapshot: Any) -> None:
         if as_json:
