@@ -124,11 +124,12 @@ def test_an_unknown_fsync_policy_is_refused_before_any_server_starts(
 ) -> None:
     monkeypatch.setenv("STREAMCART_APPENDFSYNC", "sometimes")
     embedded = EmbeddedRedis(tmp_path)
-
-    with pytest.raises(ConfigurationError, match=r"STREAMCART_APPENDFSYNC='sometimes'.*always"):
-        embedded.start(daemonize=False)
-    assert not (tmp_path / "redis.pid").exists()
-    embedded.stop()  # stopping needs no valid policy
+    try:
+        with pytest.raises(ConfigurationError, match=r"STREAMCART_APPENDFSYNC='sometimes'.*always"):
+            embedded.start(daemonize=False)
+        assert not (tmp_path / "redis.pid").exists()
+    finally:
+        embedded.stop()  # stopping needs no valid policy
 
 
 def test_start_refuses_a_second_server_on_the_same_directory(server: EmbeddedRedis) -> None:
