@@ -9,7 +9,7 @@ means every invariant holds.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import msgspec
 from redis.asyncio import Redis
@@ -36,10 +36,17 @@ _RESERVATIONS = {
 _LEFT = frozenset({"DISPATCHED", "DELIVERED"})
 
 
-async def check_invariants(redis: Redis, keys: Keys) -> list[str]:
-    """Every violated invariant, one sentence each."""
+async def check_invariants(
+    redis: Redis, keys: Keys, *, acknowledged: Iterable[str] = ()
+) -> list[str]:
+    """Every violated invariant, one sentence each.
+
+    ``acknowledged`` are ids of orders their clients were told about (a 202): each
+    one the services no longer know is lost, and said so.
+    """
     problems: list[str] = []
     orders = [order async for order in _orders(redis, keys)]
+    problems += _lost(orders, acknowledged)
     ledger = await SandboxProvider(redis, keys).ledger()
     problems += _money(orders, ledger)
     for order in orders:
@@ -81,6 +88,15 @@ async def _order(redis: Redis, keys: Keys, order: Order) -> list[str]:
     if shipment in _LEFT and reservation == "released":
         problems.append(f"{where}: its stock left (shipment {shipment}) and was released")
     return problems
+
+
+def _lost(orders: list[Order], acknowledged: Iterable[str]) -> list[str]:
+    """An order a client got a 202 for must outlive any crash."""
+    known = {order.order_id for order in orders}
+    return [
+        f"order {order_id} was acknowledged to its client but is gone"
+        for order_id in sorted(set(acknowledged) - known)
+    ]
 
 
 def _money(orders: list[Order], ledger: list[dict[str, str]]) -> list[str]:
