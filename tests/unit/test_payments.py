@@ -1,7 +1,8 @@
-"""Payments under a failing provider: what is only waiting, and what fails.
+"""Payments under a failing provider: what is only waiting, what fails, what is looked up.
 
 Only the provider's own answer fails a payment; an open breaker or a rate
-limit makes the charge wait.
+limit makes the charge wait, and a timed-out charge is looked up by its
+idempotency key before anything is decided.
 """
 
 from __future__ import annotations
@@ -56,3 +57,42 @@ async def test_a_charge_out_of_rate_limit_tokens_waits_for_them(fake_redis: Fake
         await all_invariants_hold(fake_redis)
     assert [order["status"] for order in finals] == ["DELIVERED"] * 5, finals
     assert await kinds(fake_redis) == ["capture"] * 5
+
+
+async def test_a_charge_whose_answer_was_lost_is_found_and_the_order_confirmed(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    lost = SandboxSettings(timeout_after_charge_rate=1.0, timeout_ms=20)
+    async with saga_shop(fake_redis, payments=PaymentsSettings(sandbox=lost)) as shop:
+        await add_stock(shop.rpc, "tea", 1)
+        order_id = await place(shop.rpc, TEA)
+        order = await order_in(shop.rpc, order_id, "DELIVERED", "PAYMENT_FAILED")
+        payment = await shop.rpc.call("payments.get", {"order_id": order_id})
+        await all_invariants_hold(fake_redis)
+    assert order["status"] == "DELIVERED", order["reason"]
+    assert payment["status"] == "CAPTURED" and payment["amount"] == order["total"]
+    assert await kinds(fake_redis) == ["capture"]
+
+
+async def test_a_charge_whose_answer_was_lost_after_a_cancel_is_refunded(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    lost = SandboxSettings(timeout_after_charge_rate=1.0, timeout_ms=300)
+    async with saga_shop(fake_redis, payments=PaymentsSettings(sandbox=lost)) as shop:
+        await add_stock(shop.rpc, "tea", 1)
+        order_id = await place(shop.rpc, TEA)
+
+        async def charged() -> bool:
+            return await kinds(fake_redis) == ["capture"]
+
+        await eventually(charged)  # the provider took the money; its answer is on its way
+        cancelled = await shop.rpc.call("orders.cancel", {"order_id": order_id})
+
+        async def refunded() -> bool:
+            order = await shop.rpc.call("orders.get", {"order_id": order_id})
+            return bool(order["payment"] and order["payment"]["status"] == "REFUNDED")
+
+        await eventually(refunded)
+        await all_invariants_hold(fake_redis)
+    assert cancelled["status"] == "CANCELLED"
+    assert await kinds(fake_redis) == ["capture", "refund"]

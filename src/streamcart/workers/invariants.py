@@ -21,6 +21,7 @@ from streamcart.workers.orders.model import Order
 from streamcart.workers.payments.provider import SandboxProvider
 
 _IN_FLIGHT = frozenset({events.PENDING, events.RESERVED, events.CONFIRMED, events.SHIPPED})
+_FAILED = frozenset({events.REJECTED, events.PAYMENT_FAILED_STATUS, events.CANCELLED})
 # Each status, and the reservation states that can explain it.
 _RESERVATIONS = {
     events.REJECTED: {"rejected"},
@@ -40,6 +41,7 @@ async def check_invariants(redis: Redis, keys: Keys) -> list[str]:
     orders = [order async for order in _orders(redis, keys)]
     ledger = await SandboxProvider(redis, keys).ledger()
     problems += _money(orders, ledger)
+    problems += _kept_money(orders, ledger)
     for order in orders:
         problems += await _order(redis, keys, order)
     problems += await _stock(redis, keys)
@@ -128,3 +130,15 @@ async def _queues(redis: Redis, keys: Keys) -> list[str]:
         if waiting := await redis.zcard(keys.delayed(stream)):
             problems.append(f"{stream}: {waiting} delayed messages still waiting")
     return problems
+
+
+def _kept_money(orders: list[Order], ledger: list[dict[str, str]]) -> list[str]:
+    """An order that did not go through keeps none of the shopper's money."""
+    captured = {entry["key"] for entry in ledger if entry["kind"] == "capture"}
+    refunded = {entry["key"].removeprefix("refund:") for entry in ledger
+                if entry["kind"] == "refund"}  # fmt: skip
+    return [
+        f"order {order.order_id} ({order.status}) was charged and never refunded"
+        for order in orders
+        if order.status in _FAILED and order.order_id in captured - refunded
+    ]

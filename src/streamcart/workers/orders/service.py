@@ -259,6 +259,8 @@ def build(options: ServiceOptions | None = None) -> Service:
         if order is None:
             return
         paid = PaymentView(status="CAPTURED", amount=msg.amount)
+        if order.payment is not None and order.payment.status == "REFUNDED":
+            paid = order.payment  # the refund of a late capture was heard first
         confirmed = move(msgspec.structs.replace(order, payment=paid), events.CONFIRMED, _now_ms())
         save(ctx, confirmed)
         if confirmed.status == events.CONFIRMED and order.status != events.CONFIRMED:

@@ -13,7 +13,7 @@ import asyncio
 import random
 import time
 import uuid
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import msgspec
 from redis.asyncio import Redis
@@ -58,11 +58,18 @@ class Refund(msgspec.Struct, frozen=True, kw_only=True):
 
 class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How the sandbox misbehaves: shares of charges declined, timed out or
-    failed, and its answering time."""
+    failed, and its answering time.
+
+    ``timeout_after_charge_rate`` is the share of charges whose answer is lost
+    after the money moved: the call times out although the charge happened (a
+    repeated call under the same key times out the same way), which only a
+    look-up by idempotency key tells.
+    """
 
     decline_rate: float = 0.0
     timeout_rate: float = 0.0
     failure_rate: float = 0.0
+    timeout_after_charge_rate: float = 0.0
     latency_ms: int = 0
     timeout_ms: int = 1_000
 
@@ -94,13 +101,18 @@ class SandboxProvider:
         """Charge ``amount`` once per ``key``.
 
         Raises:
-            ProviderTimeoutError: no answer within ``timeout_ms`` (``tok_timeout``
-                always; ``timeout_rate`` of the others). Nothing was charged.
+            ProviderTimeoutError: no answer within ``timeout_ms``: ``tok_timeout``
+                always and ``timeout_rate`` of the others, with nothing charged;
+                ``timeout_after_charge_rate`` of them after the charge was made.
             ProviderError: a server error (``failure_rate``). Nothing was charged.
         """
         settings = self.settings
+        lost = settings.timeout_after_charge_rate
+        charged_and_lost = bool(lost) and random.random() < lost
         known = await self.find(key)
         if known is not None:
+            if charged_and_lost:
+                await self._lose_answer()
             return known
         if settings.latency_ms:
             await asyncio.sleep(settings.latency_ms / 1000)
@@ -124,7 +136,16 @@ class SandboxProvider:
         kept = await self._record(
             self.charges_key, key, charge, "capture" if ledger else "", ledger
         )
+        if charged_and_lost:
+            await self._lose_answer()
         return msgspec.json.decode(kept, type=Charge)
+
+    async def _lose_answer(self) -> NoReturn:
+        """Raises ProviderTimeoutError: the answer was given but never reaches the caller."""
+        await asyncio.sleep(self.settings.timeout_ms / 1000)
+        raise ProviderTimeoutError(
+            f"the payment provider did not answer in {self.settings.timeout_ms} ms"
+        )
 
     async def refund(self, key: str, charge: Charge) -> Refund:
         """Refund ``charge`` in full, once per ``key``."""

@@ -9,10 +9,11 @@ takes a token from a rate limit all instances share, so the provider sees at
 most ``provider_rate`` calls a second from the whole shop.
 
 Only the provider's own answer fails a payment: a decline, or a charge that
-timed out ``charge_attempts`` times. An open breaker, a rate limit that does
-not yield a token in time and server errors are the provider being
-unavailable, not the shopper's fault: the message is redelivered later (after
-the breaker's cool-down) and the charge tried again.
+timed out ``charge_attempts`` times and that a look-up by idempotency key
+does not find. An open breaker, a rate limit that does not yield a token in
+time and server errors are the provider being unavailable, not the shopper's
+fault: the message is redelivered later (after the breaker's cool-down) and
+the charge tried again.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
     async def charge(ctx: Context, msg: events.InventoryReserved) -> Charge | events.PaymentFailed:
         """The provider's answer, or why there is none after every try timed out.
 
+        A timeout means the charge may or may not have happened, so the
+        provider is asked by idempotency key before anything is decided.
+
         Raises:
             TransientError: the provider is unavailable for now (breaker open,
                 no rate-limit token in time, server errors, timeouts left to
@@ -113,7 +117,8 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
         timeouts_key = ctx.key("charge-timeouts")
         timeouts = int(await ctx.redis.hget(timeouts_key, msg.order_id) or 0)
         if timeouts >= settings.charge_attempts:
-            return gave_up(msg.order_id, timeouts)
+            # The last look-up was refused (the breaker those timeouts opened): ask again.
+            return await look_up(ctx, msg.order_id) or gave_up(msg.order_id, timeouts)
         error: TransientError | None = None
         for attempt in range(1, settings.charge_attempts + 1):
             try:
@@ -130,6 +135,9 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
                 # across redeliveries (the breaker these timeouts open sends the
                 # message away between them), so a charge never answered ends.
                 timeouts = int(await ctx.redis.hincrby(timeouts_key, msg.order_id, 1))
+                known = await look_up(ctx, msg.order_id)
+                if known is not None:
+                    return known  # it did charge; only the answer was lost
                 if timeouts >= settings.charge_attempts:
                     return gave_up(msg.order_id, timeouts)
                 error = exc
@@ -143,6 +151,12 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
     def gave_up(order_id: str, timeouts: int) -> events.PaymentFailed:
         reason = f"the payment provider did not answer ({timeouts} tries timed out)"
         return events.PaymentFailed(order_id=order_id, reason=reason, code="timeout")
+
+    async def look_up(ctx: Context, order_id: str) -> Charge | None:
+        """The provider's answer under the order's idempotency key, if it gave one."""
+        known = await provider_call(ctx, "find", order_id)
+        assert known is None or isinstance(known, Charge)
+        return known
 
     @service.on(events.INVENTORY_RESERVED)
     async def on_reserved(msg: events.InventoryReserved, ctx: Context) -> None:
