@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 import msgspec
 from redis.asyncio import Redis
 
+from streamcart.bus.delayed import decode_member
 from streamcart.bus.keys import Keys
 from streamcart.workers import events
 from streamcart.workers.inventory.stock import reservation_key
 from streamcart.workers.orders.model import Order
+from streamcart.workers.orders.timeout import SAGA_TIMEOUT
 from streamcart.workers.payments.provider import SandboxProvider
 
 _IN_FLIGHT = frozenset({events.PENDING, events.RESERVED, events.CONFIRMED, events.SHIPPED})
@@ -127,9 +129,19 @@ async def _queues(redis: Redis, keys: Keys) -> list[str]:
         if count := await redis.xlen(dlq):
             problems.append(f"{dlq}: {count} dead letters")
     for stream in await redis.smembers(keys.delayed_index()):
-        if waiting := await redis.zcard(keys.delayed(stream)):
+        if waiting := await _delayed_work(redis, keys, stream):
             problems.append(f"{stream}: {waiting} delayed messages still waiting")
     return problems
+
+
+async def _delayed_work(redis: Redis, keys: Keys, stream: str) -> int:
+    """Delayed messages still to do. An order's saga timeout waits its whole
+    ``saga_timeout_s`` whatever becomes of the order, so it does not count:
+    an order it would still act on is in flight, which :func:`_order` reports."""
+    if stream != keys.inbox("orders"):
+        return int(await redis.zcard(keys.delayed(stream)))
+    members = await redis.zrange(keys.delayed(stream), 0, -1)
+    return sum((decode_member(m) or {}).get("type") != SAGA_TIMEOUT for m in members)
 
 
 def _kept_money(orders: list[Order], ledger: list[dict[str, str]]) -> list[str]:

@@ -36,6 +36,10 @@ class ProviderError(TransientError):
     """The provider answered with a server error."""
 
 
+class ProviderDownError(ProviderError):
+    """The provider cannot be reached at all (an outage): nothing was done."""
+
+
 class Charge(msgspec.Struct, frozen=True, kw_only=True):
     """A provider's answer to a charge: captured or declined."""
 
@@ -63,13 +67,15 @@ class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
     ``timeout_after_charge_rate`` is the share of charges whose answer is lost
     after the money moved: the call times out although the charge happened (a
     repeated call under the same key times out the same way), which only a
-    look-up by idempotency key tells.
+    look-up by idempotency key tells. ``down`` refuses every call, look-ups and
+    refunds too, as an outage does.
     """
 
     decline_rate: float = 0.0
     timeout_rate: float = 0.0
     failure_rate: float = 0.0
     timeout_after_charge_rate: float = 0.0
+    down: bool = False
     latency_ms: int = 0
     timeout_ms: int = 1_000
 
@@ -104,7 +110,8 @@ class SandboxProvider:
             ProviderTimeoutError: no answer within ``timeout_ms``: ``tok_timeout``
                 always and ``timeout_rate`` of the others, with nothing charged;
                 ``timeout_after_charge_rate`` of them after the charge was made.
-            ProviderError: a server error (``failure_rate``). Nothing was charged.
+            ProviderError: a server error (``failure_rate``), or the provider is
+                ``down`` (:class:`ProviderDownError`). Nothing was charged.
         """
         settings = self.settings
         lost = settings.timeout_after_charge_rate
@@ -148,7 +155,12 @@ class SandboxProvider:
         )
 
     async def refund(self, key: str, charge: Charge) -> Refund:
-        """Refund ``charge`` in full, once per ``key``."""
+        """Refund ``charge`` in full, once per ``key``.
+
+        Raises:
+            ProviderDownError: the provider is ``down``; nothing was refunded.
+        """
+        self._check_up()
         known = await self.redis.hget(self.refunds_key, key)
         if known is not None:
             return msgspec.json.decode(known, type=Refund)
@@ -175,9 +187,18 @@ class SandboxProvider:
         return str(await _record(self.redis, [answers, self.ledger_key], args))
 
     async def find(self, key: str) -> Charge | None:
-        """The answer already given under ``key``, if any."""
+        """The answer already given under ``key``, if any.
+
+        Raises:
+            ProviderDownError: the provider is ``down``.
+        """
+        self._check_up()
         known = await self.redis.hget(self.charges_key, key)
         return None if known is None else msgspec.json.decode(known, type=Charge)
+
+    def _check_up(self) -> None:
+        if self.settings.down:
+            raise ProviderDownError("the payment provider is down (connection refused)")
 
 
 def _now_ms() -> int:

@@ -13,7 +13,7 @@ timed out ``charge_attempts`` times and that a look-up by idempotency key
 does not find. An open breaker, a rate limit that does not yield a token in
 time and server errors are the provider being unavailable, not the shopper's
 fault: the message is redelivered later (after the breaker's cool-down) and
-the charge tried again.
+the charge tried again, within the saga's retry budget (:mod:`streamcart.workers.saga`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from streamcart.workers.payments.provider import (
     SandboxProvider,
     SandboxSettings,
 )
+from streamcart.workers.saga import SAGA_RETRIES
 
 SERVICE = "payments"
 PROVIDER = "provider:sandbox"
@@ -79,7 +80,7 @@ class GetPayment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = None) -> Service:
     """The payments service, on the sandbox provider."""
-    service = Service(SERVICE, options=options, settings=PaymentsSettings)
+    service = Service(SERVICE, options=options or SAGA_RETRIES, settings=PaymentsSettings)
     own_breakers = breakers or Breakers()
 
     def settings_of(ctx: Context) -> PaymentsSettings:
