@@ -26,6 +26,7 @@ from streamcart.workers import events
 from streamcart.workers.logistics import shipments
 from streamcart.workers.logistics.fees import LogisticsSettings, Quote, pickup_point, quote
 from streamcart.workers.logistics.shipments import CREATED, DELIVERED, DISPATCHED, Shipment, Step
+from streamcart.workers.saga import SAGA_RETRIES
 
 SERVICE = "logistics"
 ANNOUNCE_STOP = "logistics.announce_stop"
@@ -46,7 +47,7 @@ class Weights(msgspec.Struct, frozen=True):
 
 def build(options: ServiceOptions | None = None) -> Service:
     """The logistics service."""
-    service = Service(SERVICE, options=options, settings=LogisticsSettings)
+    service = Service(SERVICE, options=options or SAGA_RETRIES, settings=LogisticsSettings)
 
     def settings_of(ctx: Context) -> LogisticsSettings:
         settings: LogisticsSettings = ctx.config or LogisticsSettings()
