@@ -66,7 +66,11 @@ async def shop(redis: FakeAsyncRedis, **settings: Any) -> AsyncIterator[RpcClien
     for service in services:
         consumer = Consumer(service, redis, name="c1", keys=KEYS, concurrency=16)
         if service.name == "logistics":
-            consumer.apply_settings(LogisticsSettings(dispatch_after_ms=30, deliver_after_ms=30))
+            consumer.apply_settings(
+                LogisticsSettings(
+                    dispatch_after_ms=30, deliver_after_ms=30, stop_notice_after_ms=30
+                )
+            )
         if service.name in settings:
             consumer.apply_settings(settings[service.name])
         consumers.append(consumer)
@@ -201,11 +205,17 @@ async def test_a_provider_that_times_out_is_retried_then_the_payment_fails(
 
 
 async def test_cancel_after_capture_refunds_and_releases(fake_redis: FakeAsyncRedis) -> None:
-    slow = LogisticsSettings(dispatch_after_ms=1_000)
+    slow = LogisticsSettings(dispatch_after_ms=1_000, stop_notice_after_ms=30)
     async with shop(fake_redis, logistics=slow) as rpc:
         await add_stock(rpc, "tea", 4)
         order_id = await place(rpc, [{"sku": "tea", "qty": 4}])
         await order_in(rpc, order_id, "CONFIRMED")
+
+        async def shipment_made() -> bool:  # else the cancel stops it before it is made
+            order = await rpc.call("orders.get", {"order_id": order_id})
+            return order["shipment"] is not None
+
+        await eventually(shipment_made)
         cancelled = await rpc.call("orders.cancel", {"order_id": order_id})
         assert cancelled["status"] == "CANCELLED"
 

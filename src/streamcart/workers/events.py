@@ -26,6 +26,7 @@ PAYMENT_CAPTURED, PAYMENT_FAILED, PAYMENT_REFUNDED = (
 SHIPMENT_CREATED, SHIPMENT_DISPATCHED, SHIPMENT_DELIVERED = (
     "shipment.created", "shipment.dispatched", "shipment.delivered",
 )  # fmt: skip
+SHIPMENT_CANCELLED = "shipment.cancelled"
 REVIEW_SUBMITTED, REVIEW_PUBLISHED, REVIEW_REJECTED = (
     "review.submitted", "review.published", "review.rejected",
 )  # fmt: skip
@@ -202,6 +203,15 @@ class ShipmentProgress(Event, frozen=True, kw_only=True):
     shipment_id: str
 
 
+class ShipmentCancelled(Event, frozen=True, kw_only=True):
+    """The order's shipment is stopped for good (``logistics.stop_shipment``):
+    nothing will leave for it, so the order may be, and must be, cancelled."""
+
+    order_id: str
+    shipment_id: str
+    reason: str
+
+
 # -- reviews, moderation, surveys ---------------------------------------------
 class Review(Event, frozen=True, kw_only=True):
     """``review.submitted`` and ``review.published``."""
@@ -237,6 +247,15 @@ class SurveySent(Event, frozen=True, kw_only=True):
 
 # -- commands other services send ------------------------------------------------
 ORDERS_PLACE = "orders.place"
+LOGISTICS_STOP_SHIPMENT = "logistics.stop_shipment"
+
+
+class StopShipment(Event, frozen=True, kw_only=True):
+    """``logistics.stop_shipment`` (a request): the reply is :class:`ShipmentCancelled`,
+    or a conflict when the parcel has left already."""
+
+    order_id: str
+    reason: str
 
 
 class ItemRequest(Event, frozen=True, kw_only=True):

@@ -31,10 +31,12 @@ _RESERVATIONS = {
     events.CONFIRMED: {"reserved"},
     events.SHIPPED: {"committed"},
     events.DELIVERED: {"committed"},
-    # Cancelled before the reservation, after it, or (a cancel racing the
-    # dispatch) after the goods left.
-    events.CANCELLED: {"cancelled", "released", "rejected", "committed"},
+    # Cancelled before the reservation or after it; never after the goods left
+    # (logistics stops the shipment before a confirmed order is cancelled).
+    events.CANCELLED: {"cancelled", "released", "rejected"},
 }
+# Shipment statuses of a parcel that has left.
+_LEFT = frozenset({"DISPATCHED", "DELIVERED"})
 
 
 async def check_invariants(
@@ -81,11 +83,14 @@ async def _order(redis: Redis, keys: Keys, order: Order) -> list[str]:
         problems.append(f"{where}: payment is {paid}")
     if order.status == events.CANCELLED and paid == "CAPTURED":
         problems.append(f"{where}: captured and never refunded")
-    if order.status == events.DELIVERED:
-        raw = await redis.get(keys.state("logistics", "shipment", order.order_id))
-        shipped = msgspec.json.decode(raw) if raw is not None else {}
-        if shipped.get("status") != "DELIVERED":
-            problems.append(f"{where}: logistics has not delivered it")
+    raw = await redis.get(keys.state("logistics", "shipment", order.order_id))
+    shipment = msgspec.json.decode(raw).get("status") if raw is not None else None
+    if order.status == events.DELIVERED and shipment != "DELIVERED":
+        problems.append(f"{where}: logistics has not delivered it")
+    if order.status == events.CANCELLED and shipment in (*_LEFT, "CREATED"):
+        problems.append(f"{where}: its shipment is {shipment}")
+    if shipment in _LEFT and reservation == "released":
+        problems.append(f"{where}: its stock left (shipment {shipment}) and was released")
     return problems
 
 

@@ -5,7 +5,11 @@ line or none (``inventory.reserved`` / ``inventory.rejected``);
 ``payment.failed`` and ``order.cancelled`` release a held reservation
 (``inventory.released``); ``shipment.dispatched`` commits it
 (``inventory.committed``). Stock moves only inside the two scripts of
-:mod:`.stock`, which also make every step safe to run twice.
+:mod:`.stock`, which also make every step safe to run twice. Those scripts
+write before the handler commits, so what a handler announces is read from
+the step the scripts recorded for its message, not from whether this run
+changed anything: a message handled again after a crash announces what its
+first run did, and its commit (with the message's marker) makes that once.
 """
 
 from __future__ import annotations
@@ -82,8 +86,9 @@ def build(options: ServiceOptions | None = None) -> Service:
     @service.on(events.ORDER_PLACED)
     async def on_order_placed(msg: events.OrderPlaced, ctx: Context) -> None:
         reservation = await stock.reserve(
-            ctx.redis, ctx.keys, msg.order_id, msg.items, low_threshold=threshold(ctx)
-        )
+            ctx.redis, ctx.keys, msg.order_id, msg.items,
+            low_threshold=threshold(ctx), message_id=ctx.message.id,
+        )  # fmt: skip
         if reservation.state == stock.RESERVED:
             reserved = events.InventoryReserved(
                 order_id=msg.order_id, user_id=msg.user_id, items=msg.items, total=msg.total,
@@ -106,8 +111,10 @@ def build(options: ServiceOptions | None = None) -> Service:
         # "cancelled": the order was cancelled before it reached us; nothing to hold.
 
     async def release(order_id: str, ctx: Context) -> None:
-        settled = await stock.settle(ctx.redis, ctx.keys, order_id, "release")
-        if settled.changed and settled.state == stock.RELEASED:
+        settled = await stock.settle(
+            ctx.redis, ctx.keys, order_id, "release", message_id=ctx.message.id
+        )
+        if settled.by_this_message and settled.state == stock.RELEASED:
             released = events.InventoryReleased(order_id=order_id)
             ctx.publish(events.INVENTORY_RELEASED, released, key=order_id)
 
@@ -121,8 +128,10 @@ def build(options: ServiceOptions | None = None) -> Service:
 
     @service.on(events.SHIPMENT_DISPATCHED)
     async def on_dispatched(msg: events.ShipmentProgress, ctx: Context) -> None:
-        settled = await stock.settle(ctx.redis, ctx.keys, msg.order_id, "commit")
-        if settled.changed:
+        settled = await stock.settle(
+            ctx.redis, ctx.keys, msg.order_id, "commit", message_id=ctx.message.id
+        )
+        if settled.by_this_message and settled.state == stock.COMMITTED:
             committed = events.InventoryCommitted(order_id=msg.order_id)
             ctx.publish(events.INVENTORY_COMMITTED, committed, key=msg.order_id)
 

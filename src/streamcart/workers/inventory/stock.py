@@ -3,7 +3,11 @@
 Per sku a hash ``stock:<sku>`` holds ``available``, ``reserved``, ``shipped``
 and ``added``; ``available + reserved + shipped == added`` always, because
 only the scripts move stock between the first three. Per order a hash
-``reservation:<order_id>`` holds its state and its lines.
+``reservation:<order_id>`` holds its state and its lines, and the ids of the
+messages that reserved and settled it: the scripts write stock before the
+handler's commit, so a message handled again after a crash in between finds
+its own step done and must still announce it (and a different message about
+the same order must not announce it a second time).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
 from streamcart.bus.scripts import Script
-from streamcart.errors import InvalidError
+from streamcart.errors import InvalidError, StreamcartError
 from streamcart.workers.events import Line, Shortage
 
 SERVICE = "inventory"
@@ -47,8 +51,11 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Settled(msgspec.Struct, frozen=True):
+    """The reservation's state after a settle call, and whether the message
+    that asked is the one that moved it there (on this call or an earlier run)."""
+
     state: str
-    changed: bool
+    by_this_message: bool
 
 
 def check_sku(sku: str) -> str:
@@ -71,27 +78,49 @@ def reservation_key(keys: Keys, order_id: str) -> str:
 
 
 async def reserve(
-    redis: Redis, keys: Keys, order_id: str, lines: list[Line], *, low_threshold: int
+    redis: Redis,
+    keys: Keys,
+    order_id: str,
+    lines: list[Line],
+    *,
+    low_threshold: int,
+    message_id: str,
 ) -> Reservation:
-    """Hold every line for ``order_id``, or none if any is short."""
+    """Hold every line for ``order_id``, or none if any is short; ``low`` is
+    answered to ``message_id`` alone, however often it asks."""
     merged: dict[str, int] = {}
     for line in lines:
         merged[line.sku] = merged.get(line.sku, 0) + line.qty
     script_keys = [reservation_key(keys, order_id), *(stock_key(keys, sku) for sku in merged)]
-    args: list[str | int] = [low_threshold]
+    args: list[str | int] = [low_threshold, message_id]
     for sku, qty in merged.items():
         args += (sku, qty)
     state, shortages, low = await _reserve(redis, script_keys, args)
     return Reservation(state=state, shortages=_shortages(shortages), low=_levels(low))
 
 
-async def settle(redis: Redis, keys: Keys, order_id: str, action: str) -> Settled:
-    """``release`` or ``commit`` the order's reservation, if it is held."""
+async def settle(
+    redis: Redis, keys: Keys, order_id: str, action: str, *, message_id: str
+) -> Settled:
+    """``release`` or ``commit`` the order's reservation, if it is held.
+
+    The script reads the lines in the step that moves them and names them when
+    they are not the skus it was given: a held reservation takes a second call.
+    Lines are written once, with the reservation, so the second call cannot miss.
+
+    Raises:
+        StreamcartError: the lines changed under a second call (never, unless
+            something else than :func:`reserve` writes them).
+    """
     key = reservation_key(keys, order_id)
-    skus = [field[5:] for field in await redis.hkeys(key) if field.startswith("line:")]
-    script_keys = [key, *(stock_key(keys, sku) for sku in skus)]
-    state, changed = await _settle(redis, script_keys, [action, *skus])
-    return Settled(state, bool(changed))
+    skus: list[str] = []
+    for _ in range(2):
+        script_keys = [key, *(stock_key(keys, sku) for sku in skus)]
+        state, *rest = await _settle(redis, script_keys, [action, message_id, *skus])
+        if state != "lines":
+            return Settled(state, rest[0] == message_id)
+        skus = list(rest)
+    raise StreamcartError(f"the lines of reservation {order_id!r} changed while it was settled")
 
 
 async def levels(redis: Redis, keys: Keys, skus: list[str]) -> list[Level]:

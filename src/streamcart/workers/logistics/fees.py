@@ -12,6 +12,8 @@ class LogisticsSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     dispatch_after_ms: int = 2_000
     deliver_after_ms: int = 3_000
+    # How long after a stop (logistics.stop_shipment) shipment.cancelled follows.
+    stop_notice_after_ms: int = 2_000
     couriers: list[str] = msgspec.field(
         default_factory=lambda: ["SF Express", "JD Logistics", "YTO"]
     )

@@ -4,44 +4,32 @@
 and zone, a pickup point in the city) and publishes ``shipment.created``; a
 ``logistics.dispatch`` command scheduled ``dispatch_after_ms`` later
 publishes ``shipment.dispatched`` and schedules ``logistics.deliver``, which
-publishes ``shipment.delivered``. ``order.cancelled`` stops a shipment that
-has not left yet.
+publishes ``shipment.delivered``.
+
+A confirmed order is cancelled only through ``logistics.stop_shipment``,
+which orders calls first: it stops the shipment (made or not yet) unless the
+parcel has left, and ``stop_notice_after_ms`` later publishes
+``shipment.cancelled``, so an order whose cancel was cut short after the stop
+is cancelled all the same. ``order.cancelled`` stops it too. What each step
+reads and writes is in :mod:`.shipments`.
 """
 
 from __future__ import annotations
-
-import time
 
 import msgspec
 
 from streamcart.bus.context import Context
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.service import Service
-from streamcart.errors import InvalidError, NotFoundError, StreamcartError
+from streamcart.errors import ConflictError, InvalidError, NotFoundError, StreamcartError
 from streamcart.workers import events
+from streamcart.workers.logistics import shipments
 from streamcart.workers.logistics.fees import LogisticsSettings, Quote, pickup_point, quote
+from streamcart.workers.logistics.shipments import CREATED, DELIVERED, DISPATCHED, Shipment, Step
 from streamcart.workers.saga import SAGA_RETRIES
 
 SERVICE = "logistics"
-CREATED, DISPATCHED, DELIVERED, CANCELLED = "CREATED", "DISPATCHED", "DELIVERED", "CANCELLED"
-
-
-class Step(msgspec.Struct, frozen=True):
-    status: str
-    at: int  # Unix ms
-
-
-class Shipment(msgspec.Struct, frozen=True, kw_only=True):
-    shipment_id: str
-    order_id: str
-    status: str
-    courier: str
-    fee: int
-    currency: str
-    zone: str
-    weight_g: int
-    pickup_point: str | None = None
-    timeline: list[Step] = msgspec.field(default_factory=list)
+ANNOUNCE_STOP = "logistics.announce_stop"
 
 
 class ByOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -85,19 +73,20 @@ def build(options: ServiceOptions | None = None) -> Service:
 
     @service.on(events.ORDER_CONFIRMED)
     async def on_confirmed(msg: events.OrderConfirmed, ctx: Context) -> None:
-        key = ctx.key("shipment", msg.order_id)
-        if await ctx.redis.exists(key):
-            return
+        found = await shipments.watched(ctx, msg.order_id)
+        if found.shipment is not None or found.stopped is not None:
+            return  # made before, or the order was cancelled first
         settings = settings_of(ctx)
         fee = quote(settings, await weight_of(ctx, msg.items), msg.address.zone)
         courier = await least_busy(ctx, settings.couriers)
         point = pickup_point(settings, msg.address.city, msg.order_id)
         shipment = Shipment(
-            shipment_id=f"shp_{msg.order_id}", order_id=msg.order_id, status=CREATED,
-            courier=courier, fee=fee.fee, currency=fee.currency, zone=fee.zone,
-            weight_g=fee.weight_g, pickup_point=point, timeline=[Step(CREATED, _now_ms())],
+            shipment_id=shipments.shipment_id_of(msg.order_id), order_id=msg.order_id,
+            status=CREATED, courier=courier, fee=fee.fee, currency=fee.currency, zone=fee.zone,
+            weight_g=fee.weight_g, pickup_point=point,
+            timeline=[Step(CREATED, shipments.now_ms())],
         )  # fmt: skip
-        ctx.tx.set(key, msgspec.json.encode(shipment))
+        shipments.save(ctx, shipment)
         ctx.tx.hincrby(ctx.key("courier-load"), courier, 1)
         created = events.ShipmentCreated(
             order_id=msg.order_id, shipment_id=shipment.shipment_id, courier=courier,
@@ -109,25 +98,9 @@ def build(options: ServiceOptions | None = None) -> Service:
             delay_ms=settings.dispatch_after_ms, key=msg.order_id,
         )  # fmt: skip
 
-    async def advance(ctx: Context, order_id: str, expected: str, to: str) -> Shipment | None:
-        """Move the order's shipment from ``expected`` to ``to``; ``None`` if it is elsewhere."""
-        key = ctx.key("shipment", order_id)
-        await ctx.watch(key)
-        raw = await ctx.redis.get(key)
-        if raw is None:
-            return None
-        shipment = msgspec.json.decode(raw, type=Shipment)
-        if shipment.status != expected:
-            return None
-        moved = msgspec.structs.replace(
-            shipment, status=to, timeline=[*shipment.timeline, Step(to, _now_ms())]
-        )
-        ctx.tx.set(key, msgspec.json.encode(moved))
-        return moved
-
     @service.on("logistics.dispatch")
     async def dispatch(msg: ByOrder, ctx: Context) -> None:
-        shipment = await advance(ctx, msg.order_id, CREATED, DISPATCHED)
+        shipment = await shipments.advance(ctx, msg.order_id, CREATED, DISPATCHED)
         if shipment is None:
             return
         progress = events.ShipmentProgress(order_id=msg.order_id, shipment_id=shipment.shipment_id)
@@ -139,29 +112,66 @@ def build(options: ServiceOptions | None = None) -> Service:
 
     @service.on("logistics.deliver")
     async def deliver(msg: ByOrder, ctx: Context) -> None:
-        shipment = await advance(ctx, msg.order_id, DISPATCHED, DELIVERED)
+        shipment = await shipments.advance(ctx, msg.order_id, DISPATCHED, DELIVERED)
         if shipment is None:
             return
         ctx.tx.hincrby(ctx.key("courier-load"), shipment.courier, -1)
         progress = events.ShipmentProgress(order_id=msg.order_id, shipment_id=shipment.shipment_id)
         ctx.publish(events.SHIPMENT_DELIVERED, progress, key=msg.order_id)
 
+    @service.on(events.LOGISTICS_STOP_SHIPMENT)
+    async def stop_shipment(msg: events.StopShipment, ctx: Context) -> events.ShipmentCancelled:
+        """Stop the order's shipment for good, whether it is made yet or not, so
+        the order may be cancelled; asking again answers the same.
+
+        Raises:
+            ConflictError: the parcel was dispatched or delivered already.
+        """
+        if await shipments.stop(ctx, msg.order_id, msg.reason):
+            # The cancel that asked cancels the order itself; the notice, later
+            # than that cancel needs to commit, is for one cut short after the stop.
+            ctx.send_later(
+                SERVICE, ANNOUNCE_STOP, ByOrder(msg.order_id),
+                delay_ms=settings_of(ctx).stop_notice_after_ms, key=msg.order_id,
+            )  # fmt: skip
+        return events.ShipmentCancelled(
+            order_id=msg.order_id, shipment_id=shipments.shipment_id_of(msg.order_id),
+            reason=msg.reason,
+        )  # fmt: skip
+
+    @service.on(ANNOUNCE_STOP)
+    async def announce_stop(msg: ByOrder, ctx: Context) -> None:
+        reason = await ctx.redis.get(shipments.stopped_key(ctx, msg.order_id))
+        if reason is None:
+            return
+        stopped = events.ShipmentCancelled(
+            order_id=msg.order_id, shipment_id=shipments.shipment_id_of(msg.order_id),
+            reason=reason,
+        )  # fmt: skip
+        ctx.publish(events.SHIPMENT_CANCELLED, stopped, key=msg.order_id)
+
     @service.on(events.ORDER_CANCELLED)
     async def on_cancelled(msg: events.OrderCancelled, ctx: Context) -> None:
-        shipment = await advance(ctx, msg.order_id, CREATED, CANCELLED)
-        if shipment is not None:
-            ctx.tx.hincrby(ctx.key("courier-load"), shipment.courier, -1)
+        try:
+            await shipments.stop(ctx, msg.order_id, msg.reason)
+        except ConflictError as exc:
+            # Orders cancels a confirmed order only after a stop; this one came another way.
+            ctx.logger.error("order.cancelled for order %s ignored: %s", msg.order_id, exc)
 
     @service.on("logistics.get_shipment")
     async def get_shipment(msg: ByOrder, ctx: Context) -> Shipment:
         """The order's shipment.
 
         Raises:
-            NotFoundError: no shipment for the order (not confirmed yet, say).
+            NotFoundError: no shipment for the order (not confirmed yet, or
+                cancelled before one was made).
         """
-        raw = await ctx.redis.get(ctx.key("shipment", msg.order_id))
+        raw, stopped = await ctx.redis.mget(
+            shipments.shipment_key(ctx, msg.order_id), shipments.stopped_key(ctx, msg.order_id)
+        )
         if raw is None:
-            raise NotFoundError(f"no shipment for order {msg.order_id!r}")
+            why = "" if stopped is None else ": it was cancelled before one was made"
+            raise NotFoundError(f"no shipment for order {msg.order_id!r}{why}")
         return msgspec.json.decode(raw, type=Shipment)
 
     @service.on("logistics.quote")
@@ -178,7 +188,3 @@ def build(options: ServiceOptions | None = None) -> Service:
         return quote(settings_of(ctx), msg.weight_g, msg.zone.strip())
 
     return service
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -5,7 +5,10 @@
 ``shipment.*``) move the order through :mod:`.model`'s rules, publishing
 ``order.rejected``, ``order.confirmed`` and ``order.completed``;
 ``orders.cancel`` publishes ``order.cancelled``, which the other services
-compensate (stock released, payment refunded, shipment stopped).
+compensate (stock released, payment refunded, shipment stopped); a confirmed
+order is cancelled only once logistics has stopped its shipment
+(``logistics.stop_shipment``, and ``shipment.cancelled`` should the cancel
+be cut short after that).
 """
 
 from __future__ import annotations
@@ -210,9 +213,23 @@ def build(options: ServiceOptions | None = None) -> Service:
         items = [msgspec.json.decode(r, type=Order) for r in raw if r is not None]
         return OrderList(items, total)
 
+    def cancelled_now(ctx: Context, order: Order, reason: str) -> Order:
+        cancelled = move(order, events.CANCELLED, _now_ms(), reason=reason[:200])
+        save(ctx, cancelled)
+        event = events.OrderCancelled(
+            order_id=order.order_id, user_id=order.user_id, reason=cancelled.reason,
+            items=order.items,
+        )  # fmt: skip
+        ctx.publish(events.ORDER_CANCELLED, event, key=order.order_id)
+        return cancelled
+
     @service.on("orders.cancel")
     async def cancel(msg: Cancel, ctx: Context) -> Order:
         """Cancel an order that has not been shipped; stock and money follow.
+
+        A confirmed order's parcel may be leaving as we speak: logistics stops
+        its shipment first (in one step there), and only a stopped one lets the
+        order be cancelled. The stop is asked again if this handler runs again.
 
         Raises:
             NotFoundError: no such order.
@@ -225,14 +242,24 @@ def build(options: ServiceOptions | None = None) -> Service:
             raise NotFoundError(f"no order {msg.order_id!r}")
         if order.status not in CANCELLABLE:
             raise ConflictError(f"the order is {order.status}; it can no longer be cancelled")
-        cancelled = move(order, events.CANCELLED, _now_ms(), reason=msg.reason[:200])
-        save(ctx, cancelled)
-        event = events.OrderCancelled(
-            order_id=order.order_id, user_id=order.user_id, reason=cancelled.reason,
-            items=order.items,
-        )  # fmt: skip
-        ctx.publish(events.ORDER_CANCELLED, event, key=order.order_id)
-        return cancelled
+        if order.status == events.CONFIRMED:
+            stop = events.StopShipment(order_id=order.order_id, reason=msg.reason[:200])
+            await ctx.call(events.LOGISTICS_STOP_SHIPMENT, stop, timeout=5.0)
+        return cancelled_now(ctx, order, msg.reason)
+
+    @service.on(events.SHIPMENT_CANCELLED)
+    async def on_shipment_cancelled(msg: events.ShipmentCancelled, ctx: Context) -> None:
+        """The shipment is stopped: so it shows, and an order whose cancel did not
+        get to commit (cut short after the stop) is cancelled all the same."""
+        order = await update(ctx, msg.order_id)
+        if order is None:
+            return
+        if order.shipment is not None and order.shipment.status == "CREATED":
+            stopped = msgspec.structs.replace(order.shipment, status="CANCELLED")
+            order = msgspec.structs.replace(order, shipment=stopped)
+            save(ctx, order)
+        if order.status in CANCELLABLE:
+            cancelled_now(ctx, order, msg.reason)
 
     async def update(ctx: Context, order_id: str) -> Order | None:
         """The order, watched: a concurrent change to it makes this handler rerun."""
