@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -20,6 +22,8 @@ import uuid
 
 import httpx
 from server import add_redis_option, redis_for_bench
+
+from streamcart.workers.users.signing_keys import SECRET_ENV
 
 
 def free_port() -> int:
@@ -64,7 +68,9 @@ async def main(url: str, count: int, concurrency: int) -> None:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     port = free_port()
     base = [sys.executable, "-m", "streamcart", "--redis-url", url, "--namespace", namespace]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # The users worker signs and the gateway verifies tokens with one secret.
+    env = {**os.environ, SECRET_ENV: secrets.token_urlsafe(48)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
     procs = [
         subprocess.Popen([*base, "worker", "users"], **quiet),  # type: ignore[call-overload]
         subprocess.Popen([*base, "config", "set", "gateway", "rate", "100000"], **quiet),  # type: ignore[call-overload]

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -35,7 +36,8 @@ from streamcart.bus.connection import connect
 from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
 from streamcart.config.store import ConfigStore
-from streamcart.workers.users.tokens import issue, signing_secret
+from streamcart.workers.users.signing_keys import SECRET_ENV
+from streamcart.workers.users.tokens import SigningKey, issue
 
 SERVICES = ("catalog", "orders", "inventory", "payments", "logistics")
 SKUS = [f"bench-{i:02d}" for i in range(20)]
@@ -107,7 +109,8 @@ async def run(url: str, orders: int, concurrency: int, workers: int, tracing: bo
     keys = Keys(f"bench{uuid.uuid4().hex[:8]}")
     port = free_port()
     base = [sys.executable, "-m", "streamcart", "--redis-url", url, "--namespace", keys.namespace]
-    env = {**os.environ}
+    secret = secrets.token_urlsafe(48)
+    env = {**os.environ, SECRET_ENV: secret}
     if not tracing:
         env["OTEL_TRACES_SAMPLER"] = "always_off"
     argvs = [[*base, "worker", name, "-p", str(workers)] for name in SERVICES]
@@ -119,8 +122,7 @@ async def run(url: str, orders: int, concurrency: int, workers: int, tracing: bo
         with processes(argvs, env):
             await wait_ready(port)
             await seed(redis, keys)
-            secret = await signing_secret(redis, keys)
-            token, _ = issue(secret, "bench-user", "user", ttl_s=3600)
+            token, _ = issue(SigningKey(secret.encode()), "bench-user", "user", ttl_s=3600)
             stop = asyncio.Event()
             watcher = asyncio.create_task(watch(redis, keys, seen, stop))
             await asyncio.sleep(0.2)  # the watcher's first read is in place

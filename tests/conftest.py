@@ -19,11 +19,13 @@ from streamcart.bus.connection import connect, connect_sync
 from streamcart.bus.embedded import EmbeddedRedis
 from streamcart.bus.embedded_cluster import EmbeddedCluster
 from streamcart.bus.rawtext import ENCODING_ERRORS
+from streamcart.workers.users.signing_keys import SECRET_ENV
 
 # Tests that use any of these need a real server, so they are integration tests.
 _REAL_SERVER_FIXTURES = frozenset({"redis_url", "real_redis", "sync_redis"})
 _DELETE_BATCH = 500
 ON_CLUSTER = os.environ.get("STREAMCART_TEST_CLUSTER") == "1"
+TOKEN_SECRET = "test-token-signing-secret-" + "0" * 32
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -43,6 +45,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ]
         config.hook.pytest_deselected(items=[item for item in items if item not in keep])
         items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_secret() -> Iterator[str]:
+    """The token signing secret of every process the tests start, configured as
+    a deployment configures it (a test that needs another one patches it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SECRET_ENV, TOKEN_SECRET)
+        yield TOKEN_SECRET
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,8 @@ from streamcart.errors import ConfigurationError, StreamcartError
 from streamcart.registry import Discovery
 from streamcart.telemetry.export import check_env as check_tracing_env
 from streamcart.telemetry.serving import pool_metrics, process_metrics
+from streamcart.workers.users import signing_keys
+from streamcart.workers.users.accounts import SERVICE as USERS
 
 T = TypeVar("T")
 console = Console()
@@ -109,6 +111,14 @@ def _check_tracing_env() -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+def _check_signing_keys() -> None:
+    """Refuse to start what signs or verifies tokens without its keys."""
+    try:
+        signing_keys.from_environment()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _level() -> int:
     return logging.getLogger().getEffectiveLevel()
 
@@ -149,6 +159,8 @@ def worker(
 ) -> None:
     """Run worker processes for SERVICE (a built-in name or module:attr)."""
     _check_tracing_env()
+    if load_service(service).name == USERS:
+        _check_signing_keys()
     url = state.redis_url()
     metrics = metrics_port is not None
     if processes == 1:
@@ -205,12 +217,19 @@ def up(
 ) -> None:
     """Start the whole shop: Redis (embedded unless a URL is set), the services
     of the deployment file (with its processes and concurrency), the health
-    monitor if it says so, and the HTTP gateway."""
+    monitor if it says so, and the HTTP gateway.
+
+    Tokens are signed with STREAMCART_TOKEN_SECRET (or _FILE); with --demo and
+    neither set, with a secret generated once and kept in Redis."""
     _check_tracing_env()
+    from streamcart.demo import token_secret
     from streamcart.gateway import gateway_main
 
     url = state.redis_url()
     namespace = state.settings.namespace
+    if demo:
+        state.run(lambda redis: token_secret(redis, state.keys))
+    _check_signing_keys()
     port = port or deployment.gateway.port
     services = deployment.services
     console.print(
@@ -273,6 +292,7 @@ def demo_command(url: str) -> None:
 def gateway(state: State, host: str, port: int) -> None:
     """Serve the HTTP API (OpenAPI at /schema) until Ctrl-C."""
     _check_tracing_env()
+    _check_signing_keys()
     from streamcart.gateway import gateway_main
 
     try:

@@ -82,9 +82,12 @@ def kubernetes_command(
     (Deployment and Service), the monitor, a ConfigMap of settings and a
     Secret holding the Redis URL. KEDA (https://keda.sh) must be installed in
     the cluster, and Redis must be 7 or later (KEDA reads the groups' lag).
-    Apply them with:
+    The users workers and the gateway mount the token signing key from the
+    Secret streamcart-token, which you create once. Apply them with:
 
     \b
+        kubectl -n NAMESPACE create secret generic streamcart-token \\
+            --from-literal=current="$(openssl rand -base64 48)"
         streamcart deploy kubernetes | kubectl apply -f -
 
     --namespace is the Kubernetes namespace (create it first); the key

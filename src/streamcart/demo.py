@@ -1,5 +1,6 @@
 """The demo shop: a catalog, stock and two accounts, and a tour of the saga.
 
+:func:`token_secret` gives the demo's processes a token signing secret;
 :func:`seed` fills a fresh namespace (and leaves an existing one as it is);
 :func:`walkthrough` is the text ``streamcart up --demo`` prints;
 :func:`tour` is ``streamcart demo``: orders placed through the gateway, a
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -19,8 +22,9 @@ from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
-from streamcart.errors import ConflictError
+from streamcart.errors import ConfigurationError, ConflictError
 from streamcart.registry.discovery import Discovery
+from streamcart.workers.users import signing_keys
 from streamcart.workers.users.accounts import create_account
 
 SHOPPER = ("shopper@streamcart.dev", "shopper-pass-123", "Demo Shopper")
@@ -47,6 +51,35 @@ PRODUCTS = [
      8_800, "snacks", 800, 3),
 ]  # fmt: skip
 READY_S = 60.0
+
+
+async def token_secret(
+    redis: Redis, keys: Keys, environ: MutableMapping[str, str] | None = None
+) -> bool:
+    """Give the processes ``streamcart up --demo`` starts a token signing secret.
+
+    A secret the environment configures is kept (returns False). Otherwise one
+    is generated once per namespace and kept in Redis, so a restarted demo
+    still accepts its tokens, and put in ``STREAMCART_TOKEN_SECRET`` of
+    ``environ`` (``os.environ``: the processes started next inherit it).
+    Only the demo does this: a secret in the Redis every service can read is
+    no secret, and everywhere else a missing one stops the process.
+
+    Raises:
+        ConfigurationError: the stored secret is empty.
+    """
+    env = os.environ if environ is None else environ
+    if signing_keys.configured(env):
+        return False
+    key = keys.state("users", "jwt-secret")
+    # One step: a separate GET racing a delete read None, and signed with b"None".
+    fresh = secrets.token_urlsafe(48)
+    stored = await redis.set(key, fresh, nx=True, get=True)
+    secret = fresh if stored is None else str(stored)
+    if not secret:
+        raise ConfigurationError(f"the demo's token signing secret at {key} is empty; delete it")
+    env[signing_keys.SECRET_ENV] = secret
+    return True
 
 
 async def seed(redis: Redis, keys: Keys, *, log: Callable[[str], None] = print) -> None:

@@ -1,12 +1,11 @@
 """The whole shop as real processes: a gateway and a worker pool per service.
 
 Logistics' delays are cut and the gateway's client budget raised before the
-processes start; an admin token is issued with the namespace's own secret.
+processes start; an admin token is signed with the configured key.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import uuid
@@ -15,19 +14,21 @@ from pathlib import Path
 
 import httpx
 
-from streamcart.bus.connection import connect, connect_sync
-from streamcart.bus.keys import Keys
+from streamcart.bus.connection import connect_sync
 from streamcart.bus.loader import SHOP
-from streamcart.workers.users.tokens import issue, signing_secret
+from streamcart.workers.users.signing_keys import from_environment
+from streamcart.workers.users.tokens import issue
 from tests.integration.support import REPO_ROOT, Worker, child_env, cli, free_port, poll_until
 
 START_S = 60.0
-# Config set before the workers start: fast shipping, no client rate limit in the way.
+# Config set before the workers start: fast shipping, no client or login limit in the way.
 SETTINGS = [
     ("logistics", "dispatch_after_ms", "150"),
     ("logistics", "deliver_after_ms", "150"),
     ("gateway", "rate", "100000"),
     ("gateway", "burst", "100000"),
+    ("gateway", "login_account_burst", "100000"),
+    ("gateway", "login_address_burst", "100000"),
 ]
 
 
@@ -90,7 +91,8 @@ def live_shop(
             shop.processes[service] = Worker(argv, log_dir / f"{service}.log")
         gateway = cli(redis_url, namespace, "gateway", "--port", str(port))
         shop.processes["gateway"] = Worker(gateway, log_dir / "gateway.log")
-        shop.admin = {"Authorization": f"Bearer {_admin_token(redis_url, namespace)}"}
+        admin_token, _ = issue(from_environment().current, "test-admin", "admin", ttl_s=3600)
+        shop.admin = {"Authorization": f"Bearer {admin_token}"}
 
         def ready() -> bool:
             try:
@@ -106,18 +108,6 @@ def live_shop(
         for process in shop.processes.values():
             process.kill()
         _delete_namespace(redis_url, namespace)
-
-
-def _admin_token(redis_url: str, namespace: str) -> str:
-    async def token() -> str:
-        client = connect(redis_url)
-        try:
-            secret = await signing_secret(client, Keys(namespace))
-        finally:
-            await client.aclose()
-        return issue(secret, "test-admin", "admin", ttl_s=3600)[0]
-
-    return asyncio.run(token())
 
 
 def _all_live(redis_url: str, namespace: str, services: tuple[str, ...]) -> bool:

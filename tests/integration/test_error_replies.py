@@ -21,7 +21,8 @@ from streamcart.telemetry.export import build_tracer
 from streamcart.telemetry.sampling import SamplingRule
 from streamcart.telemetry.spans import SpanRecord
 from streamcart.workers import cart
-from streamcart.workers.users.tokens import issue, signing_secret
+from streamcart.workers.users import signing_keys
+from streamcart.workers.users.tokens import issue
 from tests.integration.error_bodies import ErrorBodies, internals_in
 from tests.integration.faults import acl_user
 from tests.integration.support import (
@@ -148,7 +149,7 @@ async def test_a_handler_failing_on_wrongtype_tells_the_client_only_its_trace_id
     tracer = build_tracer("cart", [sink], SamplingRule(ratio=1.0))
     tracing.install(tracer)
     try:
-        token, _ = issue(await signing_secret(real_redis, keys), "u1", "user")
+        token, _ = issue(signing_keys.from_environment().current, "u1", "user")
         consumer = Consumer(cart.build(ONE_TRY), real_redis, name="c1", keys=keys)
         async with (
             running(consumer),

@@ -15,9 +15,11 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import msgspec
 import pytest
 from redis.asyncio import Redis
@@ -33,8 +35,8 @@ from streamcart.errors import ConflictError, ForbiddenError, NotFoundError
 from streamcart.gateway import create_app
 from streamcart.registry.instances import Instance, Registry
 from streamcart.resilience.ratelimit import RateLimit
-from streamcart.workers.users import tokens
-from tests.integration.support import running, wait_for
+from streamcart.workers.users import signing_keys, tokens
+from tests.integration.support import Workers, cli, free_port, running, wait_for
 
 FAST = ServiceOptions(block_ms=100, max_attempts=1, inline_attempts=1)
 HEARTBEAT_S = 0.5
@@ -58,7 +60,7 @@ class Get(msgspec.Struct, frozen=True):
 
 
 def fake_users(keys: Keys) -> Service:
-    """Accounts in a dict; tokens signed with the namespace's real secret."""
+    """Accounts in a dict; tokens signed with the configured key."""
     service = Service("users", options=FAST)
     accounts: dict[str, dict[str, str]] = {}
 
@@ -75,8 +77,8 @@ def fake_users(keys: Keys) -> Service:
         account = accounts.get(msg.email)
         if account is None or account["password"] != msg.password:
             raise ForbiddenError("wrong email or password")
-        secret = await tokens.signing_secret(ctx.redis, keys)
-        token, expires_at = tokens.issue(secret, account["user_id"], "user")
+        key = signing_keys.from_environment().current
+        token, expires_at = tokens.issue(key, account["user_id"], "user")
         return {"token": token, "expires_at": expires_at}
 
     @service.on("users.get")
@@ -119,10 +121,13 @@ async def alive(redis: Redis, keys: Keys, service: str = "users") -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def gateway(redis: Redis, keys: Keys, **options: Any) -> AsyncIterator[Client]:
-    """The app with its lifespan, served in this event loop (the Redis client's loop)."""
+async def gateway(
+    redis: Redis, keys: Keys, *, peer: str = "127.0.0.1", **options: Any
+) -> AsyncIterator[Client]:
+    """The app with its lifespan, served in this event loop (the Redis client's
+    loop), to connections from ``peer``."""
     app = create_app(redis, keys, **options)
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
     async with app.lifespan(), Client(transport=transport, base_url="http://gateway") as client:
         yield client
 
@@ -133,14 +138,14 @@ def keys(namespace: str) -> Keys:
 
 
 @contextlib.asynccontextmanager
-async def with_users(redis: Redis, keys: Keys) -> AsyncIterator[Client]:
-    """A gateway with a running stand-in users service.
+async def with_users(redis: Redis, keys: Keys, **options: Any) -> AsyncIterator[Client]:
+    """A gateway (with ``options``) and a running stand-in users service.
 
     A context manager entered in the test itself, not a fixture: the app's
     lifespan must end in the task that started it.
     """
     consumer = Consumer(fake_users(keys), redis, name="u1", keys=keys, concurrency=8)
-    async with running(consumer), alive(redis, keys), gateway(redis, keys) as client:
+    async with running(consumer), alive(redis, keys), gateway(redis, keys, **options) as client:
         yield client
 
 
@@ -200,8 +205,8 @@ async def test_another_users_account_looks_like_a_missing_one(
     async with with_users(real_redis, keys) as client:
         bob_id = (await client.post("/api/users/register", json=bob)).json()["user_id"]
         alice = {"Authorization": f"Bearer {await token_of(client)}"}
-        secret = await tokens.signing_secret(real_redis, keys)
-        admin = {"Authorization": f"Bearer {tokens.issue(secret, 'root', 'admin')[0]}"}
+        key = signing_keys.from_environment().current
+        admin = {"Authorization": f"Bearer {tokens.issue(key, 'root', 'admin')[0]}"}
         unknown_id = uuid.uuid4().hex
 
         someone_elses = await client.get(f"/api/users/{bob_id}", headers=alice)
@@ -230,13 +235,40 @@ async def test_me_for_a_user_the_service_does_not_know_is_404(
     real_redis: Redis, keys: Keys
 ) -> None:
     async with with_users(real_redis, keys) as client:
-        secret = await tokens.signing_secret(real_redis, keys)
-        token, _ = tokens.issue(secret, "ghost", "user")
+        key = signing_keys.from_environment().current
+        token, _ = tokens.issue(key, "ghost", "user")
         response = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
         assert_error(response, 404, "not_found")
 
 
 # -- auth -------------------------------------------------------------------------
+async def test_a_rotation_keeps_the_previous_keys_tokens_until_it_is_retired(
+    real_redis: Redis, keys: Keys
+) -> None:
+    """The stand-in signs with the configured key; the gateway is restarted
+    with it as the previous key (rotated), then with neither (retired)."""
+    configured = signing_keys.from_environment().current
+    new, newer = tokens.SigningKey(b"n" * 40), tokens.SigningKey(b"m" * 40)
+    consumer = Consumer(fake_users(keys), real_redis, name="u1", keys=keys, concurrency=8)
+    async with running(consumer), alive(real_redis, keys):
+        async with gateway(real_redis, keys) as client:
+            old_token = await token_of(client)
+        user_id = tokens.verify(tokens.SigningKeys(configured), old_token).sub
+        new_token, _ = tokens.issue(new, user_id, "user")
+        rotated = tokens.SigningKeys(current=new, previous=configured)
+        async with gateway(real_redis, keys, signing_keys=rotated) as client:
+            for token in (old_token, new_token):
+                me = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+                assert me.status_code == 200, me.text
+        retired = tokens.SigningKeys(current=newer, previous=new)
+        async with gateway(real_redis, keys, signing_keys=retired) as client:
+            me = await client.get("/api/me", headers={"Authorization": f"Bearer {old_token}"})
+            error = assert_error(me, 401, "unauthorized")
+            assert "not in use" in error["message"]
+            me = await client.get("/api/me", headers={"Authorization": f"Bearer {new_token}"})
+            assert me.status_code == 200, me.text
+
+
 # Routes anyone may call; every other /api route must demand a token.
 PUBLIC_API = {
     ("POST", "/api/users/register"),
@@ -247,21 +279,26 @@ PUBLIC_API = {
 ROOMY = RateLimit(rate=1000, burst=1000)  # this test's hundreds of requests are not the point
 
 
-def bad_tokens(secret: bytes) -> dict[str, dict[str, str]]:
+def bad_tokens(key: tokens.SigningKey) -> dict[str, dict[str, str]]:
     """Every way an Authorization header can fail, by name."""
     now = int(time.time())
-    expired, _ = tokens.issue(secret, "u1", "user", ttl_s=60, now=now - 3600)
-    not_yet_valid, _ = tokens.issue(secret, "u1", "user", ttl_s=3600, now=now + 600)
-    wrong_key, _ = tokens.issue(b"not-the-secret-" * 4, "u1", "admin")
-    header, payload, signature = tokens.issue(secret, "u1", "user")[0].split(".")
+    expired, _ = tokens.issue(key, "u1", "user", ttl_s=60, now=now - 3600)
+    not_yet_valid, _ = tokens.issue(key, "u1", "user", ttl_s=3600, now=now + 600)
+    wrong_key, _ = tokens.issue(tokens.SigningKey(b"not-the-secret-" * 4), "u1", "admin")
+    header, payload, signature = tokens.issue(key, "u1", "user")[0].split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     altered = f"{header}.{_b64({**claims, 'role': 'admin'})}.{signature}"
     unsigned = {"sub": "u1", "role": "admin", "iat": now, "nbf": now, "exp": now + 600}
-    alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(unsigned)}."
+    alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': key.kid})}.{_b64(unsigned)}."
+    # The right kid on a token signed with another secret.
+    forged_kid = jwt.encode(unsigned, b"f" * 64, algorithm="HS256", headers={"kid": key.kid})
+    no_kid = jwt.encode(unsigned, key.secret, algorithm="HS256")
     bearer = {
         "malformed": "not.a.token",
         "alg none": alg_none,
         "wrong key": wrong_key,
+        "forged with the right kid": forged_kid,
+        "no kid": no_kid,
         "altered payload": altered,
         "expired": expired,
         "not yet valid": not_yet_valid,
@@ -281,9 +318,9 @@ async def test_every_route_that_needs_a_token_refuses_every_bad_one(
     bad token is 401 before the body is even read, a user's token on a route
     whose security names the admin role is 403, and no /api route is public
     by accident."""
-    secret = await tokens.signing_secret(real_redis, keys)
-    cases = bad_tokens(secret)
-    user = {"Authorization": f"Bearer {tokens.issue(secret, 'u1', 'user')[0]}"}
+    key = signing_keys.from_environment().current
+    cases = bad_tokens(key)
+    user = {"Authorization": f"Bearer {tokens.issue(key, 'u1', 'user')[0]}"}
     async with gateway(real_redis, keys, limit=ROOMY) as client:
         document = (await client.get("/schema/openapi.json")).json()
         operations = [
@@ -439,6 +476,116 @@ async def test_limits_follow_the_config_store_without_a_restart(
         assert statuses == [401] * 5
 
 
+PROXY = "10.1.2.3"  # the ingress, as the gateway sees it
+
+
+def behind(*hops: str) -> dict[str, str]:
+    return {"X-Forwarded-For": ", ".join(hops)}
+
+
+async def test_clients_behind_a_trusted_proxy_have_buckets_of_their_own(
+    real_redis: Redis, keys: Keys
+) -> None:
+    await ConfigStore(real_redis, keys).set("gateway", "trusted_proxies", ["10.0.0.0/8"])
+    limit = RateLimit(rate=0.01, burst=2)
+    async with gateway(real_redis, keys, peer=PROXY, limit=limit) as client:
+        first = [(await client.get("/api/me", headers=behind("203.0.113.1"))).status_code
+                 for _ in range(3)]  # fmt: skip
+        assert first == [401, 401, 429]
+        # Another client through the same proxy; a forged hop left of the one
+        # the proxy appended changes nothing.
+        second = await client.get("/api/me", headers=behind("203.0.113.2"))
+        assert second.status_code == 401, second.text
+        forged = await client.get("/api/me", headers=behind("198.51.100.9", "203.0.113.1"))
+        assert_error(forged, 429, "rate_limited")
+
+
+async def test_the_forwarded_for_of_an_untrusted_peer_is_ignored(
+    real_redis: Redis, keys: Keys
+) -> None:
+    limit = RateLimit(rate=0.01, burst=2)
+    async with gateway(real_redis, keys, peer="198.51.100.7", limit=limit) as client:
+        statuses = [
+            (await client.get("/api/me", headers=behind(f"203.0.113.{n}"))).status_code
+            for n in range(3)
+        ]
+        assert statuses == [401, 401, 429]  # one bucket: the peer's
+
+
+async def test_the_served_gateway_believes_no_proxy_it_is_not_told_to(
+    redis_url: str, real_redis: Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """The server itself honours no X-Forwarded-For (uvicorn trusted 127.0.0.1
+    whatever the config said): with no trusted proxy, local clients share one bucket."""
+    store = ConfigStore(real_redis, keys)
+    await store.set("gateway", "trusted_proxies", [])
+    await store.set("gateway", "burst", 2)
+    await store.set("gateway", "rate", 0.01)
+    port = free_port()
+    with Workers(redis_url, keys.namespace, tmp_path) as processes:
+        argv = cli(redis_url, keys.namespace, "gateway", "--port", str(port))
+        processes.start_command(argv, "gateway")
+        async with Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+
+            async def serving() -> bool:
+                try:
+                    return (await client.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(serving, within=30, what="the gateway", context=processes.tails)
+            statuses = [
+                (await client.get("/api/me", headers=behind(f"203.0.113.{n}"))).status_code
+                for n in range(3)
+            ]
+    assert statuses == [401, 401, 429]
+
+
+async def test_a_login_flood_on_one_account_is_429_while_others_log_in(
+    real_redis: Redis, keys: Keys
+) -> None:
+    store = ConfigStore(real_redis, keys)
+    await store.set("gateway", "login_account_burst", 3)
+    await store.set("gateway", "login_account_rate", 0.01)
+    bob = {"email": "bob@example.com", "password": "hunter2-pass", "name": "Bob"}
+    async with with_users(real_redis, keys, limit=ROOMY) as client:
+        for body in (ALICE, bob):
+            assert (await client.post("/api/users/register", json=body)).status_code == 201
+        wrong = {"email": ALICE["email"], "password": "guess-0000"}
+        statuses = [(await client.post("/api/users/login", json=wrong)).status_code
+                    for _ in range(3)]  # fmt: skip
+        assert statuses == [403, 403, 403]
+        # The same account however its email is spelt, even with the right password.
+        right = {"email": " ALICE@example.COM ", "password": ALICE["password"]}
+        refused = await client.post("/api/users/login", json=right)
+        assert_error(refused, 429, "rate_limited")
+        assert 1 <= int(refused.headers["retry-after"]) <= 100
+        login = await client.post(
+            "/api/users/login", json={"email": bob["email"], "password": bob["password"]}
+        )
+        assert login.status_code == 200, login.text
+
+
+async def test_logins_are_limited_per_client_address(real_redis: Redis, keys: Keys) -> None:
+    store = ConfigStore(real_redis, keys)
+    await store.set("gateway", "trusted_proxies", ["10.0.0.0/8"])
+    await store.set("gateway", "login_address_burst", 2)
+    await store.set("gateway", "login_address_rate", 0.01)
+    async with with_users(real_redis, keys, peer=PROXY, limit=ROOMY) as client:
+        await client.post("/api/users/register", json=ALICE)
+        guesser = behind("203.0.113.66")
+        statuses = [
+            (await client.post("/api/users/login", headers=guesser,
+                               json={"email": f"user{n}@example.com", "password": "x" * 8})
+             ).status_code
+            for n in range(3)
+        ]  # fmt: skip
+        assert statuses == [403, 403, 429]
+        login = {"email": ALICE["email"], "password": ALICE["password"]}
+        response = await client.post("/api/users/login", json=login, headers=behind("203.0.113.7"))
+        assert response.status_code == 200, response.text
+
+
 # -- probes, metrics, schema ------------------------------------------------------------
 async def test_probes_metrics_and_schema(real_redis: Redis, keys: Keys) -> None:
     async with with_users(real_redis, keys) as client:
@@ -478,11 +625,11 @@ async def test_unknown_paths_and_methods_get_the_error_body_and_a_trace_id(
 
 
 async def test_admin_status_needs_the_admin_role(real_redis: Redis, keys: Keys) -> None:
-    from streamcart.workers.users.tokens import issue, signing_secret
+    from streamcart.workers.users.tokens import issue
 
-    secret = await signing_secret(real_redis, keys)
-    user, _ = issue(secret, "u-1", "user")
-    admin, _ = issue(secret, "u-2", "admin")
+    key = signing_keys.from_environment().current
+    user, _ = issue(key, "u-1", "user")
+    admin, _ = issue(key, "u-2", "admin")
     async with gateway(real_redis, keys) as client:
         assert_error(await client.get("/api/admin/status"), 401, "unauthorized")
         refused = await client.get("/api/admin/status", headers={"Authorization": f"Bearer {user}"})

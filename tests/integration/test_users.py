@@ -16,7 +16,7 @@ from streamcart.bus.keys import Keys
 from streamcart.bus.rpc import RpcClient
 from streamcart.cli import main
 from streamcart.errors import ConflictError, ForbiddenError
-from streamcart.workers.users import tokens
+from streamcart.workers.users import signing_keys, tokens
 from streamcart.workers.users.accounts import email_key
 from streamcart.workers.users.service import LoggedIn, Registered, build
 from tests.integration.support import Workers, running
@@ -54,7 +54,7 @@ async def test_a_worker_registers_and_logs_in_over_rpc(
                 timeout=20,
                 response_type=LoggedIn,
             )
-            claims = tokens.verify(await tokens.signing_secret(real_redis, keys), login.token)
+            claims = tokens.verify(signing_keys.from_environment(), login.token)
             assert (claims.sub, claims.role) == (created[0].user_id, "user")
             with pytest.raises(ForbiddenError, match=r"^wrong email or password$"):
                 await rpc.call(
@@ -83,7 +83,7 @@ def test_the_cli_creates_an_admin_who_can_log_in(
                     timeout=20,
                     response_type=LoggedIn,
                 )
-            return tokens.verify(await tokens.signing_secret(client, keys), reply.token)
+            return tokens.verify(signing_keys.from_environment(), reply.token)
         finally:
             await client.aclose()
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fakeredis
 import pytest
 
-from streamcart.bus.keys import Keys
 from streamcart.errors import ForbiddenError
 from streamcart.gateway.auth import Authenticator, bearer_token, require_role
 from streamcart.workers.users import tokens
@@ -26,18 +24,15 @@ def test_the_scheme_is_case_insensitive() -> None:
     assert bearer_token({"authorization": "bearer abc.def.ghi"}) == "abc.def.ghi"
 
 
-async def test_claims_of_a_valid_token_and_refusal_of_a_forged_one(
-    fake_redis: fakeredis.FakeAsyncRedis,
-) -> None:
-    keys = Keys("t")
-    authenticator = Authenticator(fake_redis, keys)
-    secret = await tokens.signing_secret(fake_redis, keys)
-    token, _ = tokens.issue(secret, "u1", "admin")
+async def test_claims_of_a_valid_token_and_refusal_of_a_forged_one() -> None:
+    key = tokens.SigningKey(b"the-secret-" * 4)
+    authenticator = Authenticator(tokens.SigningKeys(key))
+    token, _ = tokens.issue(key, "u1", "admin")
     claims = await authenticator.claims({"authorization": f"Bearer {token}"})
     assert (claims.sub, claims.role) == ("u1", "admin")
     assert require_role(claims, "admin") is claims
 
-    forged, _ = tokens.issue(b"another-secret-" * 4, "u1", "admin")
+    forged, _ = tokens.issue(tokens.SigningKey(b"another-secret-" * 4), "u1", "admin")
     with pytest.raises(InvalidTokenError):
         await authenticator.claims({"authorization": f"Bearer {forged}"})
 

@@ -451,3 +451,28 @@ def test_help_says_how_to_apply_and_what_is_needed() -> None:
     assert result.exit_code == 0
     assert "| kubectl apply -f -" in result.output
     assert "KEDA" in result.output
+
+
+def test_the_token_signing_key_is_a_mounted_secret_of_the_signer_and_verifier() -> None:
+    """Only the users workers (which sign) and the gateway (which verifies) get it,
+    as a file from a Secret the operator creates, never in the rendered output."""
+    docs = _render()
+    mounted = {}
+    for name, deployment in _of(docs, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        if "token-secret" in volumes:
+            mounted[name] = (volumes["token-secret"], _container(deployment))
+    assert set(mounted) == {"streamcart-users", "streamcart-gateway"}
+    for volume, container in mounted.values():
+        assert volume["secret"]["secretName"] == "streamcart-token"
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "token-secret"]
+        assert mount["readOnly"] is True
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env == {
+            "STREAMCART_TOKEN_SECRET_FILE": f"{mount['mountPath']}/current",
+            "STREAMCART_TOKEN_SECRET_PREVIOUS_FILE": f"{mount['mountPath']}/previous",
+        }
+    assert "streamcart-token" not in {d["metadata"]["name"] for d in _of(docs, "Secret").values()}
+    result = CliRunner().invoke(main, ["deploy", "kubernetes", "--help"])
+    assert "create secret generic streamcart-token" in result.output

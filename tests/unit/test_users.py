@@ -21,9 +21,10 @@ from streamcart.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
+    UnavailableError,
     WriteConflictError,
 )
-from streamcart.workers.users import accounts, tokens
+from streamcart.workers.users import accounts, signing_keys, tokens
 from streamcart.workers.users.service import LoggedIn, Register, Registered, User, build
 from tests.unit.support import KEYS, running
 
@@ -56,7 +57,7 @@ async def test_register_login_and_get(rpc: RpcClient, fake_redis: fakeredis.Fake
         {"email": " alice@EXAMPLE.com", "password": "correct horse"},
         response_type=LoggedIn,
     )
-    claims = tokens.verify(await tokens.signing_secret(fake_redis, KEYS), login.token)
+    claims = tokens.verify(signing_keys.from_environment(), login.token)
     assert (claims.sub, claims.role, claims.exp) == (user_id, "user", login.expires_at)
     assert login.expires_at - claims.iat == 3600  # UsersSettings.token_ttl_s
 
@@ -161,7 +162,7 @@ async def test_the_token_lifetime_follows_the_settings(
         consumer.apply_settings(msgspec.structs.replace(consumer.settings, token_ttl_s=60))
         await _register(rpc)
         login = await rpc.call("users.login", _credentials(ALICE), response_type=LoggedIn)
-        claims = tokens.verify(await tokens.signing_secret(fake_redis, KEYS), login.token)
+        claims = tokens.verify(signing_keys.from_environment(), login.token)
         assert claims.exp - claims.iat == 60
 
 
@@ -176,7 +177,7 @@ async def test_create_account_shares_the_rules_and_the_uniqueness(
         {"email": "admin@example.com", "password": "admin password"},
         response_type=LoggedIn,
     )
-    claims = tokens.verify(await tokens.signing_secret(fake_redis, KEYS), login.token)
+    claims = tokens.verify(signing_keys.from_environment(), login.token)
     assert (claims.sub, claims.role) == (user_id, "admin")
     with pytest.raises(ConflictError, match="email already registered"):
         await _register(rpc, email="admin@example.com")
@@ -219,3 +220,28 @@ async def test_a_registration_that_loses_the_race_fails_its_commit(
         await commit(ctx, DedupWindow(fake_redis, KEYS, "users"), window_s=60)
     assert await fake_redis.get(accounts.email_key(KEYS, "alice@example.com")) == "someone-else"
     assert [key async for key in fake_redis.scan_iter(match="*:user:*")] == []
+
+
+async def test_tokens_are_signed_with_the_current_key_and_name_it(
+    fake_redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    old, new = tokens.SigningKey(b"o" * 40), tokens.SigningKey(b"n" * 40)
+    rotated = tokens.SigningKeys(current=new, previous=old)
+    async with running(build(FAST, keys=rotated), fake_redis), RpcClient(fake_redis, KEYS) as rpc:
+        await _register(rpc)
+        login = await rpc.call("users.login", _credentials(ALICE), response_type=LoggedIn)
+    assert tokens.verify(tokens.SigningKeys(new), login.token).role == "user"
+    with pytest.raises(tokens.InvalidTokenError):  # never the previous key
+        tokens.verify(tokens.SigningKeys(old), login.token)
+
+
+async def test_without_a_signing_key_no_token_is_issued(
+    fake_redis: fakeredis.FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(signing_keys.SECRET_ENV)
+    one_try = ServiceOptions(block_ms=50, max_attempts=1, inline_attempts=1)
+    async with running(build(one_try), fake_redis), RpcClient(fake_redis, KEYS) as rpc:
+        await _register(rpc)
+        with pytest.raises(UnavailableError, match="no token signing secret"):
+            await rpc.call("users.login", _credentials(ALICE), timeout=5)
+    assert await fake_redis.keys("*jwt-secret*") == []  # none made up in Redis either

@@ -623,7 +623,7 @@ class Consumer:
 def _backoff_s(failures: int) -> float:
     """The pause after ``failures`` failed tries in a row: doubling from 50 ms,
     capped at 5 s, with jitter so that many workers do not retry in step."""
-    return min(5.0, 0.05 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+    return min(5.0, 0.05 * 2.0 ** min(failures, 16)) * random.uniform(0.5, 1.0)
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

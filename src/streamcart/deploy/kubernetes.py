@@ -6,6 +6,13 @@ TriggerAuthentication that reads them), then for each service a Deployment
 and the KEDA ScaledObject that scales it, then the gateway (Deployment and
 Service) and the monitor. Every container reads the settings through ``envFrom``; the
 image's entrypoint is ``streamcart``, so ``args`` is a streamcart command.
+
+The token signing keys are not rendered (a new one at every render would
+log everyone out at every apply): the users workers and the gateway mount
+the Secret ``streamcart-token``, which the operator creates, its ``current``
+entry as ``STREAMCART_TOKEN_SECRET_FILE`` and its optional ``previous`` one
+(a key being retired) as ``STREAMCART_TOKEN_SECRET_PREVIOUS_FILE``. Without
+that Secret those pods do not start.
 """
 
 from __future__ import annotations
@@ -21,10 +28,14 @@ from streamcart.deploy import keda
 from streamcart.deploy.target import Target, redis_server
 from streamcart.deployment import Deployment, GatewayDeployment, ServiceDeployment
 from streamcart.errors import ConfigurationError
+from streamcart.workers.users.accounts import SERVICE as USERS
+from streamcart.workers.users.signing_keys import PREVIOUS_FILE_ENV, SECRET_FILE_ENV
 
 PART_OF = "streamcart"
 SETTINGS = "streamcart-settings"
 SECRET = "streamcart-redis"
+TOKEN_SECRET = "streamcart-token"
+TOKEN_DIR = "/var/run/secrets/streamcart-token"
 # The user the image runs as.
 UID = 10001
 # After the drain: the last heartbeat, deregistering, flushing spans, exiting.
@@ -110,7 +121,10 @@ def worker(
     )
     # Workers drain in-flight messages on SIGTERM; a pool kills after GRACE_S.
     grace_s = math.ceil(max(GRACE_S, service.options.shutdown_grace_s)) + EXIT_MARGIN_S
-    return _deployment(name, target, service.name, "worker", container, grace_s=grace_s)
+    deployment = _deployment(name, target, service.name, "worker", container, grace_s=grace_s)
+    if service.name == USERS:  # the service that signs tokens
+        _mount_token_secret(deployment)
+    return deployment
 
 
 def gateway(plan: GatewayDeployment, target: Target) -> list[Manifest]:
@@ -128,6 +142,7 @@ def gateway(plan: GatewayDeployment, target: Target) -> list[Manifest]:
     deployment = _deployment(
         name, target, "gateway", "gateway", container, grace_s=30, replicas=plan.replicas
     )
+    _mount_token_secret(deployment)  # it verifies tokens
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -148,6 +163,22 @@ def monitor(target: Target) -> Manifest:
     )
     deployment["spec"]["strategy"] = {"type": "Recreate"}
     return deployment
+
+
+def _mount_token_secret(deployment: Manifest) -> None:
+    """The token Secret as read-only files, named to the container by env."""
+    pod = deployment["spec"]["template"]["spec"]
+    pod["volumes"].append(
+        {"name": "token-secret", "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o444}}
+    )
+    [container] = pod["containers"]
+    container["volumeMounts"].append(
+        {"name": "token-secret", "mountPath": TOKEN_DIR, "readOnly": True}
+    )
+    container["env"] = [
+        {"name": SECRET_FILE_ENV, "value": f"{TOKEN_DIR}/current"},
+        {"name": PREVIOUS_FILE_ENV, "value": f"{TOKEN_DIR}/previous"},
+    ]
 
 
 def per_process(processes: int, *, cpu_m: int, mem_mi: int) -> dict[str, str]:

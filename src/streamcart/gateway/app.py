@@ -26,7 +26,9 @@ from streamcart.bus.keys import Keys
 from streamcart.gateway.auth import Authenticator
 from streamcart.gateway.dependencies import AUTHENTICATOR, SERVICES
 from streamcart.gateway.errors import error_handlers
+from streamcart.gateway.login_limit import LOGIN_LIMITER, LoginLimiter
 from streamcart.gateway.middleware.deadline import DeadlineMiddleware
+from streamcart.gateway.middleware.forwarded import ForwardedMiddleware
 from streamcart.gateway.middleware.metrics import GatewayMetrics, MetricsMiddleware
 from streamcart.gateway.middleware.ratelimit import RateLimitMiddleware
 from streamcart.gateway.middleware.trace import add_trace_id
@@ -48,6 +50,8 @@ from streamcart.resilience import breaker_board
 from streamcart.resilience.breaker import Breakers
 from streamcart.resilience.ratelimit import RateLimit, TokenBucket
 from streamcart.telemetry.export import setup_tracing, use_globally
+from streamcart.workers.users.signing_keys import from_environment
+from streamcart.workers.users.tokens import SigningKeys
 
 log = logging.getLogger("streamcart.gateway")
 RATE_LIMITER = "gateway:client"
@@ -65,20 +69,28 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     limit: RateLimit | None = None,
     breakers: Breakers | None = None,
+    signing_keys: SigningKeys | None = None,
 ) -> Litestar:
     """The gateway over ``redis`` in the namespace of ``keys``.
 
     ``limit`` fixes each client's request budget; without it the budget is
-    the config store's ``gateway`` scope (``rate``, ``burst``), live; ``max_body_bytes`` caps a
+    the config store's ``gateway`` scope (``rate``, ``burst``), live, as are
+    the trusted proxies and the login limits; ``max_body_bytes`` caps a
     request body (413 beyond it, checked on ``Content-Length`` and while
     reading a streamed body, before any decoding). A request unanswered after
     ``request_timeout_s`` is a 504, however many calls it made; each service
     call also gives up after ``rpc_timeout_s``. The app's lifespan starts
-    and stops its RPC client; it never closes ``redis``.
+    and stops its RPC client; it never closes ``redis``. Tokens are verified
+    with ``signing_keys``, by default those of the environment.
+
+    Raises:
+        ConfigurationError: no ``signing_keys`` given and the environment has
+            none (or a bad one): the gateway does not start without them.
     """
     services = Services(redis, keys, timeout_s=rpc_timeout_s, breakers=breakers)
-    authenticator = Authenticator(redis, keys)
+    authenticator = Authenticator(signing_keys or from_environment())
     metrics = GatewayMetrics()
+    settings = LiveSettings(redis, keys)
 
     @contextlib.asynccontextmanager
     async def rpc_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -111,16 +123,25 @@ def create_app(
             TracingMiddleware(),
             MetricsMiddleware(metrics),
             DeadlineMiddleware(request_timeout_s),
+            # Inside the deadline: it may read the settings from Redis.
+            ForwardedMiddleware(settings),
             RateLimitMiddleware(
                 TokenBucket(redis, keys, RATE_LIMITER),
                 authenticator,
-                limit if limit is not None else LiveSettings(redis, keys),
+                limit if limit is not None else settings,
             ),
         ],
         before_send=[add_trace_id],
         lifespan=[rpc_lifespan],
         exception_handlers=error_handlers(),
-        state=State({SERVICES: services, AUTHENTICATOR: authenticator, health.METRICS: metrics}),
+        state=State(
+            {
+                SERVICES: services,
+                AUTHENTICATOR: authenticator,
+                LOGIN_LIMITER: LoginLimiter(redis, keys, settings),
+                health.METRICS: metrics,
+            }
+        ),
         request_max_body_size=max_body_bytes,
         openapi_config=openapi_config(),
         # The gateway logs through the process's own logging setup.
@@ -157,8 +178,16 @@ async def _serve(redis_url: str, namespace: str, host: str, port: int, level: in
     redis = connect(redis_url)
     try:
         app = create_app(redis, Keys(namespace))
+        # No proxy_headers: the app reads X-Forwarded-For itself, from the
+        # proxies the config store trusts (ForwardedMiddleware).
         config = uvicorn.Config(
-            app, host=host, port=port, log_level=level, access_log=False, lifespan="on"
+            app,
+            host=host,
+            port=port,
+            log_level=level,
+            access_log=False,
+            lifespan="on",
+            proxy_headers=False,
         )
         log.info("gateway listening on http://%s:%d", host, port)
         await uvicorn.Server(config).serve()

@@ -1,19 +1,18 @@
 """Bearer authentication and role checks.
 
-``Authorization: Bearer <token>`` is verified with the namespace's signing
-secret (:mod:`streamcart.workers.users.tokens`). Anything short of a valid
-token is an :class:`InvalidTokenError`, which the gateway answers with 401.
+``Authorization: Bearer <token>`` is verified with the key its header names,
+among the current and previous signing keys
+(:mod:`streamcart.workers.users.tokens`). Anything short of a valid token,
+one signed with a retired key included, is an :class:`InvalidTokenError`,
+which the gateway answers with 401.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from redis.asyncio import Redis
-
-from streamcart.bus.keys import Keys
 from streamcart.errors import ForbiddenError
-from streamcart.workers.users.tokens import Claims, InvalidTokenError, signing_secret, verify
+from streamcart.workers.users.tokens import Claims, InvalidTokenError, SigningKeys, verify
 
 SCHEME = "bearer"
 
@@ -39,32 +38,20 @@ def bearer_token(headers: Mapping[str, str]) -> str:
 
 
 class Authenticator:
-    """Verifies Bearer tokens against the namespace's signing secret.
+    """Verifies Bearer tokens against the signing keys the gateway started with
+    (a rotation restarts the gateways, before the users workers)."""
 
-    The secret is read once and kept: it is created once per namespace and
-    never rotated while a gateway runs, and reading it on every request would
-    add two round trips to each authenticated call.
-    """
-
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
+    def __init__(self, keys: SigningKeys) -> None:
         self.keys = keys
-        self._secret: bytes | None = None
-
-    async def secret(self) -> bytes:
-        if self._secret is None:
-            self._secret = await signing_secret(self.redis, self.keys)
-        return self._secret
 
     async def claims(self, headers: Mapping[str, str]) -> Claims:
         """The verified claims of the request's Bearer token.
 
         Raises:
             InvalidTokenError: no header, wrong scheme, malformed, forged,
-                expired or not yet valid.
+                expired, not yet valid, or signed with a key not in use.
         """
-        token = bearer_token(headers)
-        return verify(await self.secret(), token)
+        return verify(self.keys, bearer_token(headers))
 
 
 def require_role(claims: Claims, role: str) -> Claims:

@@ -3,7 +3,10 @@
 ``streamcart config set gateway rate 50`` changes every client's request
 budget on every running gateway within about a second, without a restart:
 the settings are re-read whenever the config version moves, checked at most
-every ``POLL_S`` seconds (one GET), so a request never waits on more.
+every ``POLL_S`` seconds (one GET), so a request never waits on more. So do
+``trusted_proxies`` (``streamcart config set gateway trusted_proxies
+'["10.0.0.0/8"]'``: whose ``X-Forwarded-For`` is believed) and the login
+limits, per account and per client address.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from streamcart.bus.keys import Keys
 from streamcart.bus.service import Service
 from streamcart.config.resolve import effective
 from streamcart.config.store import ConfigStore
+from streamcart.gateway.client_address import trusted_networks
 from streamcart.resilience.ratelimit import RateLimit
 
 log = logging.getLogger("streamcart.gateway")
@@ -31,13 +35,30 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     rate: float = 20.0  # requests per second each client earns
     burst: int = 40  # requests a client may make at once
+    # The proxies (CIDRs) whose X-Forwarded-For is believed, read right to left.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # Login attempts: per account (the email, normalized) and per client address.
+    login_account_rate: float = 0.1
+    login_account_burst: int = 10
+    login_address_rate: float = 1.0
+    login_address_burst: int = 30
 
     def __post_init__(self) -> None:
-        RateLimit(rate=self.rate, burst=self.burst)  # the same checks and messages
+        # Building each limit and the networks runs their checks, with their messages.
+        _ = (self.limit, self.login_per_account, self.login_per_address)
+        trusted_networks(self.trusted_proxies)
 
     @property
     def limit(self) -> RateLimit:
         return RateLimit(rate=self.rate, burst=self.burst)
+
+    @property
+    def login_per_account(self) -> RateLimit:
+        return RateLimit(rate=self.login_account_rate, burst=self.login_account_burst)
+
+    @property
+    def login_per_address(self) -> RateLimit:
+        return RateLimit(rate=self.login_address_rate, burst=self.login_address_burst)
 
 
 def gateway_scope() -> Service:

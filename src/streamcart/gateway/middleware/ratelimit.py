@@ -2,7 +2,8 @@
 
 The client is the verified Bearer subject when the request carries a valid
 token (so one user is one budget whatever address they come from), else the
-client address. A refused request is answered 429 with ``Retry-After``. When
+client address (behind trusted proxies, the one they report: see
+:mod:`..forwarded`, which runs first). A refused request is answered 429 with ``Retry-After``. When
 the limiter itself cannot reach Redis the request goes through: the service
 call behind it reports the outage with the right status.
 """

@@ -14,6 +14,7 @@ from litestar.types import ControllerRouterHandler
 from streamcart.gateway.access import signed_in, visible_to
 from streamcart.gateway.bodies import StrictJsonBody
 from streamcart.gateway.dependencies import claims_of, services_of
+from streamcart.gateway.login_limit import LOGIN_LIMITER, LoginLimiter
 from streamcart.gateway.openapi import SERVICE_ERRORS, error_responses
 from streamcart.workers.users.accounts import (
     EMAIL_MAX,
@@ -63,8 +64,14 @@ async def register(data: StrictJsonBody[Register], state: State) -> Registered:
     status_code=HTTP_200_OK,
     responses=error_responses(400, 403, 413, *SERVICE_ERRORS),
 )
-async def login(data: StrictJsonBody[Login], state: State) -> LoggedIn:
-    """Exchange an email and password for a Bearer token; 403 for wrong credentials."""
+async def login(
+    data: StrictJsonBody[Login], request: Request[Any, Any, State], state: State
+) -> LoggedIn:
+    """Exchange an email and password for a Bearer token; 403 for wrong credentials,
+    429 past the attempts allowed for the account or from the client's address."""
+    limiter: LoginLimiter = state[LOGIN_LIMITER]
+    client = request.client
+    await limiter.admit(data.email, client.host if client else "unknown")
     reply: LoggedIn = await services_of(state).call("users.login", data, response_type=LoggedIn)
     return reply
 

@@ -53,13 +53,18 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int  # Unix seconds
 
 
+def canonical_email(email: str) -> str:
+    """``email`` as accounts are keyed by it (trimmed, lower-cased), valid or not."""
+    return email.strip().lower()
+
+
 def normalize_email(email: str) -> str:
     """``email`` trimmed and lower-cased.
 
     Raises:
         InvalidError: it does not look like an email address.
     """
-    normalized = email.strip().lower()
+    normalized = canonical_email(email)
     if len(normalized) > EMAIL_MAX or not _EMAIL.match(normalized):
         raise InvalidError(f"email {email!r} does not look like an email address")
     return normalized

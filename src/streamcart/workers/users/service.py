@@ -2,7 +2,9 @@
 
 ``users.register`` creates an account (one per email, checked under ``WATCH``)
 and emits ``user.registered``; ``users.login`` trades an email and password
-for a Bearer token; ``users.get`` answers a user's public profile.
+for a Bearer token signed with the current key of
+:mod:`~streamcart.workers.users.signing_keys`; ``users.get`` answers a user's
+public profile.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from streamcart.bus.context import Context
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.service import Service
 from streamcart.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
-from streamcart.workers.users import tokens
+from streamcart.workers.users import signing_keys, tokens
 from streamcart.workers.users.accounts import (
     REGISTERED,
     SERVICE,
@@ -91,10 +93,27 @@ class _Decoy:
         return self._hash
 
 
-def build(options: ServiceOptions | None = None) -> Service:
-    """The users service."""
+class _Keys:
+    """The signing keys, read from the environment on first use and kept
+    (``streamcart worker users`` checks them before it starts)."""
+
+    def __init__(self, keys: tokens.SigningKeys | None) -> None:
+        self._keys = keys
+
+    def get(self) -> tokens.SigningKeys:
+        if self._keys is None:
+            self._keys = signing_keys.from_environment()
+        return self._keys
+
+
+def build(
+    options: ServiceOptions | None = None, *, keys: tokens.SigningKeys | None = None
+) -> Service:
+    """The users service; it signs tokens with ``keys``, by default those of
+    the environment (:func:`signing_keys.from_environment`)."""
     service = Service(SERVICE, options=options, settings=UsersSettings)
     decoy = _Decoy()
+    signing = _Keys(keys)
 
     @service.on("users.register")
     async def register(msg: Register, ctx: Context) -> Registered:
@@ -124,6 +143,7 @@ def build(options: ServiceOptions | None = None) -> Service:
 
         Raises:
             ForbiddenError: unknown email or wrong password (the same message).
+            ConfigurationError: no signing key is configured.
         """
         try:
             email = normalize_email(msg.email)
@@ -133,9 +153,9 @@ def build(options: ServiceOptions | None = None) -> Service:
         stored = account.password_hash if account is not None else await decoy.get()
         if not await password_matches(stored, msg.password) or account is None:
             raise ForbiddenError(WRONG_CREDENTIALS)
-        secret = await tokens.signing_secret(ctx.redis, ctx.keys)
         ttl = ctx.config.token_ttl_s if ctx.config is not None else UsersSettings().token_ttl_s
-        token, expires_at = tokens.issue(secret, account.user_id, account.role, ttl_s=ttl)
+        key = signing.get().current
+        token, expires_at = tokens.issue(key, account.user_id, account.role, ttl_s=ttl)
         return LoggedIn(token, expires_at)
 
     @service.on("users.get")
