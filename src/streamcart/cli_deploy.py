@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 import yaml
 
+from streamcart.bus.embedded import APPENDFSYNC_ENV, DEFAULT_APPENDFSYNC, FSYNC_POLICIES
 from streamcart.cli_config import CliState
 from streamcart.cli_params import checked_by, converted_by
 from streamcart.deploy import Target, render
@@ -70,10 +71,24 @@ def deploy_group() -> None:
     callback=checked_by(redis_server),
     help="Redis as the pods and KEDA reach it (env STREAMCART_REDIS_URL).",
 )
+@click.option(
+    "--appendfsync",
+    type=click.Choice(FSYNC_POLICIES),
+    default=DEFAULT_APPENDFSYNC,
+    show_default=True,
+    envvar=APPENDFSYNC_ENV,
+    help="When Redis fsyncs its AOF, in the shipped redis.conf (env STREAMCART_APPENDFSYNC); "
+    "always: an OS crash loses no acknowledged write, everysec: up to a second of them.",
+)
 @deployment_option
 @click.pass_obj
 def kubernetes_command(
-    state: CliState, image: str, k8s_namespace: str, redis_url: str, deployment: Deployment
+    state: CliState,
+    image: str,
+    k8s_namespace: str,
+    redis_url: str,
+    appendfsync: str,
+    deployment: Deployment,
 ) -> None:
     """Print the Kubernetes manifests of a deployment as YAML documents.
 
@@ -81,7 +96,9 @@ def kubernetes_command(
     a KEDA ScaledObject scaling it on its consumer-group lag; the gateway
     (Deployment and Service), the monitor, a ConfigMap of settings and a
     Secret holding the Redis URL. KEDA (https://keda.sh) must be installed in
-    the cluster, and Redis must be 7 or later (KEDA reads the groups' lag).
+    the cluster, and Redis must be 7 or later (KEDA reads the groups' lag); the
+    ConfigMap streamcart-redis-conf holds the redis.conf that Redis must run
+    with (AOF fsynced before every reply, no eviction): mount it into it.
     The users workers and the gateway mount the token signing key from the
     Secret streamcart-token, which you create once. Apply them with:
 
@@ -98,6 +115,7 @@ def kubernetes_command(
         namespace=k8s_namespace,
         redis_url=redis_url,
         key_namespace=state.keys.namespace,  # the group's --namespace, as for every command
+        appendfsync=appendfsync,
     )
     try:
         manifests = render(deployment, target)

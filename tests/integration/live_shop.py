@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -64,6 +64,11 @@ class LiveShop:
             if any(marker in line for marker in SLOT_ERRORS)
         ]
 
+    def configure(self, scope: str, key: str, value: str) -> None:
+        """``streamcart config set SCOPE KEY VALUE``: the workers follow within a second."""
+        argv = cli(self.redis_url, self.namespace, "config", "set", scope, key, value)
+        subprocess.run(argv, check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+
     def client(self, **headers: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=30, headers=headers)
 
@@ -76,15 +81,16 @@ def live_shop(
     services: tuple[str, ...] = SHOP,
     processes: int = 1,
     concurrency: int = 16,
+    settings: Sequence[tuple[str, str, str]] = (),
 ) -> Iterator[LiveShop]:
-    """Start the shop in a fresh namespace; kill it and delete the namespace's keys after."""
+    """Start the shop in a fresh namespace, with ``settings`` (scope, key, value) set
+    over the test defaults; kill it and delete the namespace's keys after."""
     namespace = f"t{uuid.uuid4().hex[:10]}"
     port = free_port()
     shop = LiveShop(redis_url, namespace, f"http://127.0.0.1:{port}")
     try:
-        for scope, key, value in SETTINGS:
-            argv = cli(redis_url, namespace, "config", "set", scope, key, value)
-            subprocess.run(argv, check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+        for scope, key, value in (*SETTINGS, *settings):
+            shop.configure(scope, key, value)
         for service in services:
             argv = cli(redis_url, namespace, "worker", service, "-p", str(processes),
                        "-c", str(concurrency))  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from streamcart.bus.embedded import EmbeddedRedis, default_data_dir, ensure_embedded
-from streamcart.errors import RedisUnavailableError
+from streamcart.errors import ConfigurationError, RedisUnavailableError
 
 pytestmark = [pytest.mark.integration, pytest.mark.standalone]
 
@@ -100,6 +100,36 @@ def test_listens_on_localhost_only_and_never_evicts(server: EmbeddedRedis) -> No
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("save") == {"save": ""}
+
+
+@pytest.mark.parametrize(("told", "fsync"), [(None, "always"), ("everysec", "everysec")])
+def test_the_aof_is_fsynced_before_every_reply_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, told: str | None, fsync: str
+) -> None:
+    if told is None:
+        monkeypatch.delenv("STREAMCART_APPENDFSYNC", raising=False)
+    else:
+        monkeypatch.setenv("STREAMCART_APPENDFSYNC", told)
+    embedded = EmbeddedRedis(tmp_path)
+    try:
+        with _client(embedded.start(daemonize=False)) as client:
+            config = client.config_get("append*")
+        assert (config["appendonly"], config["appendfsync"]) == ("yes", fsync)
+    finally:
+        embedded.stop()
+
+
+def test_an_unknown_fsync_policy_is_refused_before_any_server_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMCART_APPENDFSYNC", "sometimes")
+    embedded = EmbeddedRedis(tmp_path)
+    try:
+        with pytest.raises(ConfigurationError, match=r"STREAMCART_APPENDFSYNC='sometimes'.*always"):
+            embedded.start(daemonize=False)
+        assert not (tmp_path / "redis.pid").exists()
+    finally:
+        embedded.stop()  # stopping needs no valid policy
 
 
 def test_start_refuses_a_second_server_on_the_same_directory(server: EmbeddedRedis) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import redis
 from click.testing import CliRunner
+from redis.asyncio import Redis
 
+from streamcart.bus.embedded import EmbeddedRedis
 from streamcart.cli import main
+from tests.integration.faults import acl_user
 from tests.integration.support import child_env, cli, poll_until
 
 
@@ -63,3 +68,47 @@ def test_status_json_reports_a_running_worker(
     code, out = _status(redis_url, namespace, "--json")
     [service] = json.loads(out)["services"]
     assert service["alive"] == 0  # a stopped worker deregisters
+
+
+def test_status_shows_how_durably_the_server_keeps_acknowledged_writes(
+    redis_url: str, namespace: str, sync_redis: redis.Redis
+) -> None:
+    config = sync_redis.config_get("append*")
+    mode = "off" if config["appendonly"] == "no" else config["appendfsync"]
+
+    code, out = _status(redis_url, namespace, "--json")
+    assert code == 0, out
+    durability = json.loads(out)["durability"]
+    assert (durability["mode"], durability["appendfsync"]) == (mode, config["appendfsync"])
+
+    code, out = _status(redis_url, namespace)
+    assert code == 0 and f"durability: {mode} (" in out
+
+
+@pytest.mark.integration
+@pytest.mark.standalone  # a server of its own, as `streamcart up` starts one
+def test_status_of_the_embedded_server_says_every_acknowledged_write_is_on_disk(
+    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STREAMCART_APPENDFSYNC", raising=False)
+    server = EmbeddedRedis(tmp_path)
+    try:
+        url = server.start(daemonize=False)
+        code, out = _status(url, namespace)
+    finally:
+        server.stop()
+    assert code == 0, out
+    assert "durability: always (every acknowledged write is on disk" in " ".join(out.split())
+
+
+async def test_status_says_the_durability_is_unknown_where_config_is_refused(
+    real_redis: Redis, redis_url: str, namespace: str
+) -> None:
+    async with acl_user(real_redis, redis_url) as user:
+        await user.deny("config")
+        # In a thread: the CLI runs an event loop of its own.
+        code, out = await asyncio.to_thread(_status, user.url, namespace, "--json")
+        assert code == 0, out
+        assert json.loads(out)["durability"]["mode"] == "unknown"
+        code, out = await asyncio.to_thread(_status, user.url, namespace)
+        assert code == 0 and "durability: unknown (" in out

@@ -174,6 +174,14 @@ def test_compose_runs_every_shop_service_the_gateway_the_monitor_and_redis() -> 
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
+def test_compose_redis_fsyncs_its_aof_before_every_reply_unless_told_otherwise() -> None:
+    command = _compose()["services"]["redis"]["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    # Compose fills it in from the environment, else with the default after ':-'.
+    assert options["--appendfsync"] == "${STREAMCART_APPENDFSYNC:-always}"
+
+
 def test_every_command_is_a_valid_streamcart_invocation() -> None:
     commands = {name: _resolve(spec["command"]) for name, spec in _streamcart_services().items()}
     for service in SHOP:

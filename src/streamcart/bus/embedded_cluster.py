@@ -3,7 +3,8 @@
 Each master is an :class:`EmbeddedRedis` in cluster mode with its own data
 directory; the slots are split evenly with ``CLUSTER ADDSLOTSRANGE`` and the
 nodes introduced with ``CLUSTER MEET``, the same steps ``redis-cli --cluster
-create`` takes, without replicas.
+create`` takes, without replicas. The nodes keep no AOF unless asked (tests and
+benchmarks throw their data away); asked, each fsyncs it as :class:`EmbeddedRedis` does.
 """
 
 from __future__ import annotations
@@ -28,12 +29,22 @@ _POLL_S = 0.05
 
 
 class EmbeddedCluster:
-    """``masters`` cluster-mode servers under ``data_dir``, joined into one cluster."""
+    """``masters`` cluster-mode servers under ``data_dir``, joined into one cluster;
+    ``appendonly`` and ``appendfsync`` as for :class:`EmbeddedRedis`, on every node."""
 
-    def __init__(self, data_dir: Path, masters: int = 3) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        masters: int = 3,
+        *,
+        appendonly: bool = False,
+        appendfsync: str | None = None,
+    ) -> None:
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
-        self.nodes = [_node(Path(data_dir) / f"node-{index}") for index in range(masters)]
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.nodes = [self._node(Path(data_dir) / f"node-{index}") for index in range(masters)]
 
     @property
     def url(self) -> str:
@@ -64,11 +75,20 @@ class EmbeddedCluster:
                 # Another process took the port since we found it free: another one.
                 if attempt == _START_ATTEMPTS - 1:
                     raise
-                self.nodes[index] = _node(self.nodes[index].data_dir)
+                self.nodes[index] = self._node(self.nodes[index].data_dir)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def _node(self, data_dir: Path) -> EmbeddedRedis:
+        return EmbeddedRedis(
+            data_dir,
+            port=_free_node_port(),
+            appendonly=self.appendonly,
+            appendfsync=self.appendfsync,
+            cluster_node=True,
+        )
 
     def _form(self) -> None:
         clients = [redis.Redis.from_url(url, decode_responses=True) for url in self.node_urls]
@@ -91,10 +111,6 @@ class EmbeddedCluster:
         finally:
             for client in clients:
                 client.close()
-
-
-def _node(data_dir: Path) -> EmbeddedRedis:
-    return EmbeddedRedis(data_dir, port=_free_node_port(), appendonly=False, cluster_node=True)
 
 
 def _free_node_port() -> int:

@@ -4,8 +4,9 @@
 with the Redis URL and, when the URL has credentials, the KEDA
 TriggerAuthentication that reads them), then for each service a Deployment
 and the KEDA ScaledObject that scales it, then the gateway (Deployment and
-Service) and the monitor. Every container reads the settings through ``envFrom``; the
-image's entrypoint is ``streamcart``, so ``args`` is a streamcart command.
+Service) and the monitor; last, the settings of the Redis the bus lives on, as a
+``redis.conf`` for that server to load. Every container reads the settings through
+``envFrom``; the image's entrypoint is ``streamcart``, so ``args`` is a streamcart command.
 
 The token signing keys are not rendered (a new one at every render would
 log everyone out at every apply): the users workers and the gateway mount
@@ -36,6 +37,7 @@ SETTINGS = "streamcart-settings"
 SECRET = "streamcart-redis"
 TOKEN_SECRET = "streamcart-token"
 TOKEN_DIR = "/var/run/secrets/streamcart-token"
+REDIS_CONF = "streamcart-redis-conf"
 # The user the image runs as.
 UID = 10001
 # After the drain: the last heartbeat, deregistering, flushing spans, exiting.
@@ -76,6 +78,7 @@ def render(deployment: Deployment, target: Target) -> list[Manifest]:
     manifests += gateway(deployment.gateway, target)
     if deployment.monitor:
         manifests.append(monitor(target))
+    manifests.append(redis_config(target))
     _check_unique(manifests)
     return manifests
 
@@ -98,6 +101,25 @@ def secret(target: Target, credentials: dict[str, str]) -> Manifest:
         "metadata": _meta(SECRET, target, "redis", "settings"),
         "type": "Opaque",
         "stringData": {"STREAMCART_REDIS_URL": target.redis_url, **credentials},
+    }
+
+
+def redis_config(target: Target) -> Manifest:
+    """What the Redis holding the bus must run with, as a ``redis.conf`` to mount into it
+    (``redis-server /etc/redis/redis.conf``): the AOF fsynced before every reply (unless
+    ``target`` says otherwise), so an OS crash loses no write a client was told about;
+    a torn last record dropped on load; and no eviction, which would drop whole streams."""
+    lines = [
+        "appendonly yes",
+        f"appendfsync {target.appendfsync}",
+        "aof-load-truncated yes",
+        "maxmemory-policy noeviction",
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(REDIS_CONF, target, "redis", "settings"),
+        "data": {"redis.conf": "\n".join(lines) + "\n"},
     }
 
 

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from streamcart.bus.connection import CLUSTER_SCHEMES
+from streamcart.bus.embedded import DEFAULT_APPENDFSYNC
 from streamcart.config.settings import DEFAULT_NAMESPACE
 from streamcart.errors import ConfigurationError
 
@@ -26,12 +27,14 @@ _SCHEMES = ("redis", "rediss", *CLUSTER_SCHEMES)
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
-    """``namespace`` is the Kubernetes one; ``key_namespace`` prefixes Redis keys."""
+    """``namespace`` is the Kubernetes one; ``key_namespace`` prefixes Redis keys;
+    ``appendfsync`` is the fsync policy of the Redis settings shipped for the bus."""
 
     image: str = DEFAULT_IMAGE
     namespace: str = DEFAULT_K8S_NAMESPACE
     redis_url: str = DEFAULT_REDIS_URL
     key_namespace: str = DEFAULT_NAMESPACE
+    appendfsync: str = DEFAULT_APPENDFSYNC
 
 
 class RedisServer(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,13 +7,16 @@ from typing import Any
 import msgspec
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from streamcart.registry.status import Snapshot
 
 
 def as_data(snapshot: Snapshot) -> dict[str, Any]:
-    """The snapshot as JSON-ready data, with per-service totals filled in."""
+    """The snapshot as JSON-ready data, with per-service totals filled in and the
+    durability mode explained."""
     data: dict[str, Any] = msgspec.to_builtins(snapshot)
+    data["durability"]["meaning"] = snapshot.durability.meaning
     for service, state in zip(data["services"], snapshot.services, strict=True):
         service["lag"] = state.lag
         service["pending"] = state.pending
@@ -89,3 +92,13 @@ def breaker_table(snapshot: Snapshot) -> Table | None:
         grid.add_row(state.target, f"[{colours[state.state]}]{state.state}[/]", str(state.calls),
                      str(state.failures), retry, report.owner)  # fmt: skip
     return grid
+
+
+def durability_line(snapshot: Snapshot) -> Text:
+    """The server's durability mode and what it means for acknowledged writes."""
+    durability = snapshot.durability
+    style = "green" if durability.mode == "always" else "yellow"
+    line = Text("durability: ")
+    line.append(durability.mode, style=style)
+    line.append(f" ({durability.meaning})")
+    return line

@@ -1,12 +1,14 @@
 """A snapshot of the whole system: what `streamcart status` and the monitor read.
 
-Three pipelined round trips whatever the number of streams: the clock and the
-service list; then every service's instances, counters, dead letters and every
-stream's group and pending summary; then the live instances' details.
+Three pipelined round trips whatever the number of streams: the clock (and, beside
+it, the server's durability mode) and the service list; then every service's
+instances, counters, dead letters and every stream's group and pending summary; then
+the live instances' details.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -14,6 +16,7 @@ from redis.asyncio import Redis
 
 from streamcart.bus.keys import Keys
 from streamcart.registry.clock import redis_now_ms
+from streamcart.registry.durability import Durability, read_durability
 from streamcart.registry.instances import Instance
 from streamcart.resilience.breaker_board import BreakerReport, fresh_reports
 
@@ -60,6 +63,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
     at_ms: int
     services: list[ServiceState]
     breakers: list[BreakerReport] = msgspec.field(default_factory=list)
+    durability: Durability = msgspec.field(default_factory=Durability)
 
 
 def _entry_ms(entry_id: str) -> int:
@@ -75,7 +79,8 @@ class _About(msgspec.Struct):
 
 async def take_snapshot(redis: Redis, keys: Keys) -> Snapshot:
     """The state of every known service, read in four round trips."""
-    now = await redis_now_ms(redis)  # alone: a cluster client pipelines no TIME
+    # Alone, not pipelined: a cluster client pipelines neither TIME nor CONFIG.
+    now, durability = await asyncio.gather(redis_now_ms(redis), read_durability(redis))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.services())
         pipe.hgetall(keys.breakers())
@@ -127,7 +132,12 @@ async def take_snapshot(redis: Redis, keys: Keys) -> Snapshot:
                 state.instances.append(instance)
                 state.rate += instance.rate
                 state.in_flight += instance.in_flight
-    return Snapshot(at_ms=now, services=states, breakers=fresh_reports(breakers, now))
+    return Snapshot(
+        at_ms=now,
+        services=states,
+        breakers=fresh_reports(breakers, now),
+        durability=durability,
+    )
 
 
 def _ok(reply: Any, default: Any) -> Any:

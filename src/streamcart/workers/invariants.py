@@ -9,18 +9,21 @@ means every invariant holds.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import msgspec
 from redis.asyncio import Redis
 
+from streamcart.bus.delayed import decode_member
 from streamcart.bus.keys import Keys
 from streamcart.workers import events
 from streamcart.workers.inventory.stock import reservation_key
 from streamcart.workers.orders.model import Order
+from streamcart.workers.orders.timeout import SAGA_TIMEOUT
 from streamcart.workers.payments.provider import SandboxProvider
 
 _IN_FLIGHT = frozenset({events.PENDING, events.RESERVED, events.CONFIRMED, events.SHIPPED})
+_FAILED = frozenset({events.REJECTED, events.PAYMENT_FAILED_STATUS, events.CANCELLED})
 # Each status, and the reservation states that can explain it.
 _RESERVATIONS = {
     events.REJECTED: {"rejected"},
@@ -34,12 +37,20 @@ _RESERVATIONS = {
 }
 
 
-async def check_invariants(redis: Redis, keys: Keys) -> list[str]:
-    """Every violated invariant, one sentence each."""
+async def check_invariants(
+    redis: Redis, keys: Keys, *, acknowledged: Iterable[str] = ()
+) -> list[str]:
+    """Every violated invariant, one sentence each.
+
+    ``acknowledged`` are ids of orders their clients were told about (a 202): each
+    one the services no longer know is lost, and said so.
+    """
     problems: list[str] = []
     orders = [order async for order in _orders(redis, keys)]
+    problems += _lost(orders, acknowledged)
     ledger = await SandboxProvider(redis, keys).ledger()
     problems += _money(orders, ledger)
+    problems += _kept_money(orders, ledger)
     for order in orders:
         problems += await _order(redis, keys, order)
     problems += await _stock(redis, keys)
@@ -76,6 +87,15 @@ async def _order(redis: Redis, keys: Keys, order: Order) -> list[str]:
         if shipped.get("status") != "DELIVERED":
             problems.append(f"{where}: logistics has not delivered it")
     return problems
+
+
+def _lost(orders: list[Order], acknowledged: Iterable[str]) -> list[str]:
+    """An order a client got a 202 for must outlive any crash."""
+    known = {order.order_id for order in orders}
+    return [
+        f"order {order_id} was acknowledged to its client but is gone"
+        for order_id in sorted(set(acknowledged) - known)
+    ]
 
 
 def _money(orders: list[Order], ledger: list[dict[str, str]]) -> list[str]:
@@ -125,6 +145,28 @@ async def _queues(redis: Redis, keys: Keys) -> list[str]:
         if count := await redis.xlen(dlq):
             problems.append(f"{dlq}: {count} dead letters")
     for stream in await redis.smembers(keys.delayed_index()):
-        if waiting := await redis.zcard(keys.delayed(stream)):
+        if waiting := await _delayed_work(redis, keys, stream):
             problems.append(f"{stream}: {waiting} delayed messages still waiting")
     return problems
+
+
+async def _delayed_work(redis: Redis, keys: Keys, stream: str) -> int:
+    """Delayed messages still to do. An order's saga timeout waits its whole
+    ``saga_timeout_s`` whatever becomes of the order, so it does not count:
+    an order it would still act on is in flight, which :func:`_order` reports."""
+    if stream != keys.inbox("orders"):
+        return int(await redis.zcard(keys.delayed(stream)))
+    members = await redis.zrange(keys.delayed(stream), 0, -1)
+    return sum((decode_member(m) or {}).get("type") != SAGA_TIMEOUT for m in members)
+
+
+def _kept_money(orders: list[Order], ledger: list[dict[str, str]]) -> list[str]:
+    """An order that did not go through keeps none of the shopper's money."""
+    captured = {entry["key"] for entry in ledger if entry["kind"] == "capture"}
+    refunded = {entry["key"].removeprefix("refund:") for entry in ledger
+                if entry["kind"] == "refund"}  # fmt: skip
+    return [
+        f"order {order.order_id} ({order.status}) was charged and never refunded"
+        for order in orders
+        if order.status in _FAILED and order.order_id in captured - refunded
+    ]

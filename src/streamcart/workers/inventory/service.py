@@ -19,6 +19,7 @@ from streamcart.errors import InvalidError
 from streamcart.workers import events
 from streamcart.workers.inventory import stock
 from streamcart.workers.inventory.stock import SERVICE, Level, check_sku
+from streamcart.workers.saga import SAGA_RETRIES
 
 MAX_ADD = 1_000_000
 
@@ -45,7 +46,7 @@ class Levels(msgspec.Struct, frozen=True):
 
 def build(options: ServiceOptions | None = None) -> Service:
     """The inventory service."""
-    service = Service(SERVICE, options=options, settings=InventorySettings)
+    service = Service(SERVICE, options=options or SAGA_RETRIES, settings=InventorySettings)
 
     def threshold(ctx: Context) -> int:
         settings = ctx.config or InventorySettings()

@@ -20,6 +20,7 @@ from streamcart.bus.service import Service
 from streamcart.errors import InvalidError, NotFoundError, StreamcartError
 from streamcart.workers import events
 from streamcart.workers.logistics.fees import LogisticsSettings, Quote, pickup_point, quote
+from streamcart.workers.saga import SAGA_RETRIES
 
 SERVICE = "logistics"
 CREATED, DISPATCHED, DELIVERED, CANCELLED = "CREATED", "DISPATCHED", "DELIVERED", "CANCELLED"
@@ -58,7 +59,7 @@ class Weights(msgspec.Struct, frozen=True):
 
 def build(options: ServiceOptions | None = None) -> Service:
     """The logistics service."""
-    service = Service(SERVICE, options=options, settings=LogisticsSettings)
+    service = Service(SERVICE, options=options or SAGA_RETRIES, settings=LogisticsSettings)
 
     def settings_of(ctx: Context) -> LogisticsSettings:
         settings: LogisticsSettings = ctx.config or LogisticsSettings()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from typing import Annotated
 
 import msgspec
 
@@ -22,6 +23,7 @@ from streamcart.bus.service import Service
 from streamcart.errors import ConflictError, InvalidError, NotFoundError
 from streamcart.workers import events
 from streamcart.workers.events import Line, PlaceOrder
+from streamcart.workers.orders import timeout
 from streamcart.workers.orders.model import (
     CANCELLABLE,
     Order,
@@ -30,6 +32,7 @@ from streamcart.workers.orders.model import (
     Step,
     move,
 )
+from streamcart.workers.saga import SAGA_RETRIES
 
 SERVICE = "orders"
 MAX_LINES, MAX_QTY = 50, 99
@@ -40,6 +43,9 @@ class OrdersSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Live knobs (``streamcart config set orders max_total 1000000``)."""
 
     max_total: int = 10_000_000  # minor units
+    # An order not CONFIRMED this long after it was placed is cancelled, and
+    # compensated, with the reason (see .timeout).
+    saga_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 900.0
 
 
 class ByOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,7 +109,8 @@ def check(msg: PlaceOrder) -> None:
 
 def build(options: ServiceOptions | None = None) -> Service:
     """The orders service."""
-    service = Service(SERVICE, options=options, settings=OrdersSettings)
+    service = Service(SERVICE, options=options or SAGA_RETRIES, settings=OrdersSettings)
+    timeout.register(service)
 
     async def load(ctx: Context, order_id: str) -> Order | None:
         raw = await ctx.redis.get(ctx.key("order", order_id))
@@ -176,6 +183,7 @@ def build(options: ServiceOptions | None = None) -> Service:
             payment_token=msg.payment_token, address=msg.address,
         )  # fmt: skip
         ctx.publish(events.ORDER_PLACED, placed, key=order_id)
+        timeout.schedule(ctx, order_id, settings.saga_timeout_s)
         return events.OrderAccepted(order_id=order_id, status=events.PENDING)
 
     @service.on("orders.get")
@@ -259,6 +267,8 @@ def build(options: ServiceOptions | None = None) -> Service:
         if order is None:
             return
         paid = PaymentView(status="CAPTURED", amount=msg.amount)
+        if order.payment is not None and order.payment.status == "REFUNDED":
+            paid = order.payment  # the refund of a late capture was heard first
         confirmed = move(msgspec.structs.replace(order, payment=paid), events.CONFIRMED, _now_ms())
         save(ctx, confirmed)
         if confirmed.status == events.CONFIRMED and order.status != events.CONFIRMED:

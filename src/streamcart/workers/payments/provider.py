@@ -13,7 +13,7 @@ import asyncio
 import random
 import time
 import uuid
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import msgspec
 from redis.asyncio import Redis
@@ -34,6 +34,10 @@ class ProviderTimeoutError(TransientError):
 
 class ProviderError(TransientError):
     """The provider answered with a server error."""
+
+
+class ProviderDownError(ProviderError):
+    """The provider cannot be reached at all (an outage): nothing was done."""
 
 
 class Charge(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,11 +62,20 @@ class Refund(msgspec.Struct, frozen=True, kw_only=True):
 
 class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How the sandbox misbehaves: shares of charges declined, timed out or
-    failed, and its answering time."""
+    failed, and its answering time.
+
+    ``timeout_after_charge_rate`` is the share of charges whose answer is lost
+    after the money moved: the call times out although the charge happened (a
+    repeated call under the same key times out the same way), which only a
+    look-up by idempotency key tells. ``down`` refuses every call, look-ups and
+    refunds too, as an outage does.
+    """
 
     decline_rate: float = 0.0
     timeout_rate: float = 0.0
     failure_rate: float = 0.0
+    timeout_after_charge_rate: float = 0.0
+    down: bool = False
     latency_ms: int = 0
     timeout_ms: int = 1_000
 
@@ -94,13 +107,19 @@ class SandboxProvider:
         """Charge ``amount`` once per ``key``.
 
         Raises:
-            ProviderTimeoutError: no answer within ``timeout_ms`` (``tok_timeout``
-                always; ``timeout_rate`` of the others). Nothing was charged.
-            ProviderError: a server error (``failure_rate``). Nothing was charged.
+            ProviderTimeoutError: no answer within ``timeout_ms``: ``tok_timeout``
+                always and ``timeout_rate`` of the others, with nothing charged;
+                ``timeout_after_charge_rate`` of them after the charge was made.
+            ProviderError: a server error (``failure_rate``), or the provider is
+                ``down`` (:class:`ProviderDownError`). Nothing was charged.
         """
         settings = self.settings
+        lost = settings.timeout_after_charge_rate
+        charged_and_lost = bool(lost) and random.random() < lost
         known = await self.find(key)
         if known is not None:
+            if charged_and_lost:
+                await self._lose_answer()
             return known
         if settings.latency_ms:
             await asyncio.sleep(settings.latency_ms / 1000)
@@ -124,10 +143,24 @@ class SandboxProvider:
         kept = await self._record(
             self.charges_key, key, charge, "capture" if ledger else "", ledger
         )
+        if charged_and_lost:
+            await self._lose_answer()
         return msgspec.json.decode(kept, type=Charge)
 
+    async def _lose_answer(self) -> NoReturn:
+        """Raises ProviderTimeoutError: the answer was given but never reaches the caller."""
+        await asyncio.sleep(self.settings.timeout_ms / 1000)
+        raise ProviderTimeoutError(
+            f"the payment provider did not answer in {self.settings.timeout_ms} ms"
+        )
+
     async def refund(self, key: str, charge: Charge) -> Refund:
-        """Refund ``charge`` in full, once per ``key``."""
+        """Refund ``charge`` in full, once per ``key``.
+
+        Raises:
+            ProviderDownError: the provider is ``down``; nothing was refunded.
+        """
+        self._check_up()
         known = await self.redis.hget(self.refunds_key, key)
         if known is not None:
             return msgspec.json.decode(known, type=Refund)
@@ -154,9 +187,18 @@ class SandboxProvider:
         return str(await _record(self.redis, [answers, self.ledger_key], args))
 
     async def find(self, key: str) -> Charge | None:
-        """The answer already given under ``key``, if any."""
+        """The answer already given under ``key``, if any.
+
+        Raises:
+            ProviderDownError: the provider is ``down``.
+        """
+        self._check_up()
         known = await self.redis.hget(self.charges_key, key)
         return None if known is None else msgspec.json.decode(known, type=Charge)
+
+    def _check_up(self) -> None:
+        if self.settings.down:
+            raise ProviderDownError("the payment provider is down (connection refused)")
 
 
 def _now_ms() -> int:

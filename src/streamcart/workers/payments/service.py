@@ -7,21 +7,28 @@ the charge has not happened yet, makes sure it never will. Every provider call
 uses the order id as idempotency key, goes through a circuit breaker, and
 takes a token from a rate limit all instances share, so the provider sees at
 most ``provider_rate`` calls a second from the whole shop.
+
+Only the provider's own answer fails a payment: a decline, or a charge that
+timed out ``charge_attempts`` times and that a look-up by idempotency key
+does not find. An open breaker, a rate limit that does not yield a token in
+time and server errors are the provider being unavailable, not the shopper's
+fault: the message is redelivered later (after the breaker's cool-down) and
+the charge tried again, within the saga's retry budget (:mod:`streamcart.workers.saga`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from streamcart.bus.context import Context
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.service import Service
-from streamcart.errors import CircuitOpenError, NotFoundError, TransientError
+from streamcart.errors import NotFoundError, TransientError, UnavailableError
 from streamcart.resilience.breaker import Breakers
-from streamcart.resilience.ratelimit import RateLimit, TokenBucket
+from streamcart.resilience.ratelimit import RateLimit, RateLimitedError, TokenBucket
 from streamcart.workers import events
 from streamcart.workers.payments.provider import (
     CAPTURED,
@@ -30,6 +37,7 @@ from streamcart.workers.payments.provider import (
     SandboxProvider,
     SandboxSettings,
 )
+from streamcart.workers.saga import SAGA_RETRIES
 
 SERVICE = "payments"
 PROVIDER = "provider:sandbox"
@@ -42,7 +50,11 @@ class PaymentsSettings(msgspec.Struct, frozen=True, kw_only=True):
     sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
     # Calls to the provider per second from every instance together.
     provider_rate: RateLimit = msgspec.field(default_factory=lambda: RateLimit(200, 400))
-    # Tries of one charge (timeouts and server errors), with this pause between them.
+    # How long a call waits for a token of that rate; past it, the message is
+    # redelivered when the bucket will have one.
+    provider_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    # Tries of one charge in a row (timeouts and server errors), with this pause
+    # between them; a charge that timed out this often in all is failed.
     charge_attempts: int = 3
     retry_pause_ms: int = 100
 
@@ -68,7 +80,7 @@ class GetPayment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = None) -> Service:
     """The payments service, on the sandbox provider."""
-    service = Service(SERVICE, options=options, settings=PaymentsSettings)
+    service = Service(SERVICE, options=options or SAGA_RETRIES, settings=PaymentsSettings)
     own_breakers = breakers or Breakers()
 
     def settings_of(ctx: Context) -> PaymentsSettings:
@@ -86,16 +98,29 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
         """One provider call through the shared rate limit and the breaker."""
         settings = settings_of(ctx)
         bucket = TokenBucket(ctx.redis, ctx.keys, "payments:provider")
-        await bucket.wait("all", settings.provider_rate, timeout_s=5.0)
+        await bucket.wait("all", settings.provider_rate, timeout_s=settings.provider_wait_s)
         provider = provider_of(ctx)
         method = getattr(provider, call)
         return await breakers_of(ctx).get(PROVIDER).call(method, key, **kwargs)
 
     async def charge(ctx: Context, msg: events.InventoryReserved) -> Charge | events.PaymentFailed:
-        """The provider's answer, or why there is none, after a few tries."""
+        """The provider's answer, or why there is none after every try timed out.
+
+        A timeout means the charge may or may not have happened, so the
+        provider is asked by idempotency key before anything is decided.
+
+        Raises:
+            TransientError: the provider is unavailable for now (breaker open,
+                no rate-limit token in time, server errors, timeouts left to
+                try): the message is redelivered, after the wait it names.
+        """
         settings = settings_of(ctx)
-        reason = ""
-        code = "error"
+        timeouts_key = ctx.key("charge-timeouts")
+        timeouts = int(await ctx.redis.hget(timeouts_key, msg.order_id) or 0)
+        if timeouts >= settings.charge_attempts:
+            # The last look-up was refused (the breaker those timeouts opened): ask again.
+            return await look_up(ctx, msg.order_id) or gave_up(msg.order_id, timeouts)
+        error: TransientError | None = None
         for attempt in range(1, settings.charge_attempts + 1):
             try:
                 answer = await provider_call(
@@ -104,16 +129,35 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
                 )  # fmt: skip
                 assert isinstance(answer, Charge)
                 return answer
-            except CircuitOpenError as exc:
-                reason, code = f"payment provider unavailable: {exc}", "unavailable"
-                break
+            except (UnavailableError, RateLimitedError):
+                raise  # not a try: redelivered once the breaker or the bucket lets us
             except ProviderTimeoutError as exc:
-                reason, code = str(exc), "timeout"
+                # Counted at once, outside the handler's commit: the tries add up
+                # across redeliveries (the breaker these timeouts open sends the
+                # message away between them), so a charge never answered ends.
+                timeouts = int(await ctx.redis.hincrby(timeouts_key, msg.order_id, 1))
+                known = await look_up(ctx, msg.order_id)
+                if known is not None:
+                    return known  # it did charge; only the answer was lost
+                if timeouts >= settings.charge_attempts:
+                    return gave_up(msg.order_id, timeouts)
+                error = exc
             except TransientError as exc:
-                reason, code = str(exc), "error"
+                error = exc
             if attempt < settings.charge_attempts:
                 await asyncio.sleep(settings.retry_pause_ms / 1000 * attempt)
-        return events.PaymentFailed(order_id=msg.order_id, reason=reason, code=code)
+        assert error is not None
+        raise error
+
+    def gave_up(order_id: str, timeouts: int) -> events.PaymentFailed:
+        reason = f"the payment provider did not answer ({timeouts} tries timed out)"
+        return events.PaymentFailed(order_id=order_id, reason=reason, code="timeout")
+
+    async def look_up(ctx: Context, order_id: str) -> Charge | None:
+        """The provider's answer under the order's idempotency key, if it gave one."""
+        known = await provider_call(ctx, "find", order_id)
+        assert known is None or isinstance(known, Charge)
+        return known
 
     @service.on(events.INVENTORY_RESERVED)
     async def on_reserved(msg: events.InventoryReserved, ctx: Context) -> None:
@@ -139,6 +183,7 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
 
     def failed(ctx: Context, payment: Payment, why: events.PaymentFailed) -> None:
         save(ctx, msgspec.structs.replace(payment, status=FAILED, reason=why.reason, code=why.code))
+        ctx.tx.hdel(ctx.key("charge-timeouts"), payment.order_id)
         ctx.publish(events.PAYMENT_FAILED, why, key=payment.order_id)
 
     def captured(ctx: Context, payment: Payment, answer: Charge, order_id: str) -> Payment:
@@ -147,6 +192,7 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
             currency=answer.currency, method=answer.method,
         )  # fmt: skip
         save(ctx, done)
+        ctx.tx.hdel(ctx.key("charge-timeouts"), order_id)
         event = events.PaymentCaptured(
             order_id=order_id, payment_id=answer.payment_id, amount=answer.amount,
             currency=answer.currency, method=answer.method,
@@ -186,6 +232,7 @@ def build(options: ServiceOptions | None = None, *, breakers: Breakers | None = 
                 return
         # Not charged (yet): the charge handler sees this and stays away.
         save(ctx, msgspec.structs.replace(payment, cancelled=True))
+        ctx.tx.hdel(ctx.key("charge-timeouts"), msg.order_id)
 
     @service.on("payments.get")
     async def get(msg: GetPayment, ctx: Context) -> Payment:
