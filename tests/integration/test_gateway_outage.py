@@ -20,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamcart.bus.embedded import EmbeddedRedis
+from tests.integration.error_bodies import ErrorBodies
 from tests.integration.faults import FaultProxy
 from tests.integration.support import Worker, cli, free_port, wait_for
 
@@ -52,7 +53,7 @@ async def _timed(
 
 
 async def test_gateway_answers_503_while_redis_is_down_and_recovers_by_itself(
-    tmp_path: Path,
+    tmp_path: Path, error_bodies: ErrorBodies
 ) -> None:
     """Proves the outage contract end to end: before the outage register and log in work;
     while the server is stopped, login and ``/readyz`` answer 503 or 504 well within
@@ -97,6 +98,7 @@ async def test_gateway_answers_503_while_redis_is_down_and_recovers_by_itself(
                     assert elapsed < PROMPT_S, f"{method} {path} took {elapsed:.2f}s"
                 health = await client.get("/healthz")
                 assert health.status_code == 200, _describe(health)
+            assert len(error_bodies.seen) >= 2 * OUTAGE_ROUNDS  # each checked for internals
             assert users.alive(), context()
             assert gateway.alive(), context()
 
@@ -133,7 +135,7 @@ async def test_gateway_answers_503_while_redis_is_down_and_recovers_by_itself(
 
 @pytest.mark.standalone  # the proxy stands in front of one server
 async def test_a_request_through_a_frozen_link_answers_by_its_deadline_and_the_link_heals(
-    redis_url: str, real_redis: Redis, namespace: str, tmp_path: Path
+    redis_url: str, real_redis: Redis, namespace: str, tmp_path: Path, error_bodies: ErrorBodies
 ) -> None:
     """The gateway reaches Redis through a link that starts holding every byte and
     answering nothing (the socket stays open, so only a deadline notices): a login
@@ -163,6 +165,9 @@ async def test_a_request_through_a_frozen_link_answers_by_its_deadline_and_the_l
                 assert response.status_code in DOWN_STATUSES, _describe(response)
                 assert response.json()["error"]["code"] in {"unavailable", "timeout"}
                 assert elapsed < 2 * REQUEST_DEADLINE_S, f"login took {elapsed:.1f}s"
+                ready = await client.get("/readyz")  # its ping times out: no words of it
+                assert ready.status_code == 503, _describe(ready)
+                assert len(error_bodies.seen) == 2  # and each checked for internals
                 health, elapsed = await _timed(client, "GET", "/healthz")
                 assert health.status_code == 200 and elapsed < PROMPT_S, _describe(health)
 

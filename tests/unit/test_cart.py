@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import fakeredis
 import msgspec
 import pytest
 
+from streamcart.bus import dispatch
+from streamcart.bus.commit import Relay
 from streamcart.bus.consumer import Consumer
 from streamcart.bus.context import Context
+from streamcart.bus.dedup import DedupWindow
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.rpc import RpcClient
 from streamcart.bus.service import Service
-from streamcart.errors import DomainError, InvalidError, NotFoundError
+from streamcart.errors import ConflictError, DomainError, InvalidError, NotFoundError
 from streamcart.workers import cart, catalog, events
 from streamcart.workers.cart.pricing import CartView
 from tests.unit.support import KEYS, running
@@ -36,6 +39,8 @@ class FakeOrders:
     def __init__(self) -> None:
         self.placed: list[events.PlaceOrder] = []
         self.refusal: DomainError | None = None
+        # Run while an order is being placed: what a shopper does meanwhile.
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
 
     def build(self) -> Service:
         service = Service("orders", options=FAST)
@@ -44,6 +49,8 @@ class FakeOrders:
         async def place(msg: events.PlaceOrder, ctx: Context) -> events.OrderAccepted:
             if self.refusal is not None:
                 raise self.refusal
+            if self.meanwhile is not None:
+                await self.meanwhile()
             self.placed.append(msg)
             return events.OrderAccepted(order_id=f"o-{len(self.placed)}", status=events.PENDING)
 
@@ -259,3 +266,64 @@ async def test_concurrent_additions_are_not_lost(shop: Shop) -> None:
     results = await asyncio.gather(*(_add(shop, "MUG-1") for _ in range(2)))
     assert sorted(results) == [1, 2]
     assert await _lines(shop) == {"MUG-1": 2}
+
+
+async def test_the_same_key_for_another_checkout_is_a_conflict(shop: Shop) -> None:
+    await _add(shop, "MUG-1")
+    body = {**CHECKOUT, "idempotency_key": "k1"}
+    assert (await shop.rpc.call("cart.checkout", body))["order_id"] == "o-1"
+    await _add(shop, "LAMP-1")
+    with pytest.raises(ConflictError, match="Idempotency-Key was used for another checkout"):
+        await shop.rpc.call("cart.checkout", body)
+    assert await _lines(shop) == {"LAMP-1": 1}  # not ordered, so still in the cart
+    await shop.rpc.call("cart.remove_item", {"user_id": "u1", "sku": "LAMP-1"})
+    other_address = {**body, "address": {**ADDRESS, "line1": "2 Road"}}
+    with pytest.raises(ConflictError, match="Idempotency-Key was used for another checkout"):
+        await shop.rpc.call("cart.checkout", other_address)
+    assert len(shop.orders.placed) == 1
+    assert (await shop.rpc.call("cart.checkout", body))["order_id"] == "o-1"  # a true retry
+
+
+async def test_what_is_added_during_a_checkout_stays_in_the_cart(shop: Shop) -> None:
+    """Between the checkout's read of the cart and its commit, the shopper adds
+    a lamp and one more mug: only the two mugs ordered leave the cart."""
+    await _add(shop, "MUG-1", 2)
+
+    async def shopping() -> None:
+        await _add(shop, "LAMP-1")
+        await _add(shop, "MUG-1")
+
+    shop.orders.meanwhile = shopping
+    accepted = await shop.rpc.call("cart.checkout", CHECKOUT)
+    assert accepted["order_id"] == "o-1"
+    [order] = shop.orders.placed
+    assert [(item.sku, item.qty) for item in order.items] == [("MUG-1", 2)]
+    assert await _lines(shop) == {"LAMP-1": 1, "MUG-1": 1}
+
+
+async def test_a_cart_changed_just_before_the_commit_keeps_the_change_and_the_order(
+    shop: Shop, fake_redis: fakeredis.FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lamp lands in the cart after the checkout's last read, right before its
+    commit: the commit conflicts and the checkout runs again, with the order it
+    placed (the cart holds other lines now), and the lamp stays."""
+    await _add(shop, "MUG-1", 2)
+    real_commit = dispatch.commit
+    cart_key = KEYS.state("cart", "cart", "u1")
+    added: list[str] = []
+
+    async def lamp_first(ctx: Context, dedup: DedupWindow, *, window_s: int) -> Relay | None:
+        if ctx.message.type == "cart.checkout" and not added:
+            added.append(ctx.message.id)
+            await fake_redis.hset(cart_key, "LAMP-1", 1)
+        return await real_commit(ctx, dedup, window_s=window_s)
+
+    monkeypatch.setattr(dispatch, "commit", lamp_first)
+    accepted = await shop.rpc.call("cart.checkout", {**CHECKOUT, "idempotency_key": "k1"})
+    assert accepted["order_id"] == "o-1" and added
+    assert [[(i.sku, i.qty) for i in order.items] for order in shop.orders.placed] == [
+        [("MUG-1", 2)]
+    ]
+    assert await _lines(shop) == {"LAMP-1": 1}
+    [(_, entry)] = await fake_redis.xrange(KEYS.events("cart"))
+    assert [line["sku"] for line in msgspec.json.decode(entry["data"])["items"]] == ["MUG-1"]

@@ -48,7 +48,14 @@ from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
 from streamcart.bus.options import ServiceOptions
 from streamcart.bus.rawtext import is_decimal, is_utf8, undecodable_reason
-from streamcart.bus.rpc import Reply, RpcClient, reply_error, reply_ok
+from streamcart.bus.rpc import (
+    Reply,
+    RpcClient,
+    is_client_facing,
+    reply_error,
+    reply_ok,
+    trace_id_of,
+)
 from streamcart.bus.service import Handler, Service
 from streamcart.errors import (
     DomainError,
@@ -261,11 +268,26 @@ class Dispatcher:
     ) -> None:
         """A request gets the error as its reply; a domain answer (not found,
         conflict...) to a request is not a malfunction and is not dead-lettered."""
-        reply = reply_error(envelope, exc)
+        reply = self._error_reply(envelope, exc)
         if reply is not None and isinstance(exc, DomainError):
             self.host.ack(item, reply)
             return
         await self.dead_letter(item, describe(exc), attempts, reply)
+
+    def _error_reply(
+        self, envelope: Envelope, exc: Exception, *, code: str | None = None
+    ) -> Reply | None:
+        """The reply to a failed request. The caller learns of a failure of the
+        service's own only its trace id, so the detail goes to the log and, with
+        its traceback, to the span."""
+        reply = reply_error(envelope, exc, code=code)
+        if reply is not None and not is_client_facing(exc):
+            tracing.failed(None, exc)
+            self.log.error(
+                "%s %s failed (trace %s): %s", envelope.type, envelope.id,
+                trace_id_of(envelope) or "-", describe(exc), exc_info=exc,
+            )  # fmt: skip
+        return reply
 
     def _handled(self, envelope: Envelope, started: float) -> None:
         self.stats.handled += 1
@@ -397,7 +419,7 @@ class Dispatcher:
         if envelope.reply_to:
             # Its caller is waiting now: answer instead of retrying after a backoff.
             tracing.failed(None, describe(error))
-            self.host.ack(item, reply_error(envelope, UnavailableError(describe(error))))
+            self.host.ack(item, self._error_reply(envelope, error, code=UnavailableError.code))
             return
         if attempt >= opts.max_attempts:
             await self.dead_letter(item, describe(error), attempt)

@@ -6,8 +6,10 @@ client wakes the waiting call when the reply arrives. A reply that comes
 after its caller gave up finds no waiter and is dropped; a caller that is gone
 gets no reply at all (``NOMKSTREAM``), so nothing is left behind. Error
 replies carry a code that becomes the same exception class on the caller's
-side. Responders send replies in the pipelined round trip that acknowledges
-the requests.
+side, and the error's message when it was written for the caller; anything
+else (a Redis error reply, a bug) may tell internals, so its reply says only
+that the service failed and in which trace. Responders send replies in the
+pipelined round trip that acknowledges the requests.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from streamcart.bus.envelope import (
     CORRELATION_ID,
     DEADLINE_MS,
     REPLY_TO,
+    TRACEPARENT,
     Envelope,
     build_fields,
     encode_data,
@@ -37,10 +40,13 @@ from streamcart.bus.rawtext import printable
 from streamcart.errors import (
     DomainError,
     InvalidError,
+    MalformedEntryError,
     PermanentError,
     RpcTimeoutError,
+    SchemaError,
     StreamcartError,
     UnavailableError,
+    UnknownTypeError,
     error_from_reply,
 )
 from streamcart.resilience.breaker import Breakers
@@ -49,6 +55,19 @@ from streamcart.telemetry import tracing
 log = logging.getLogger("streamcart.rpc")
 REPLY_KEEP = 10_000
 STATUS, CODE, MESSAGE, DATA = "status", "code", "message", "data"
+# The code of a failure that is the service's own and will not pass (a commit
+# refused on a key's type): no caller's class has it, so it stays a RemoteError.
+INTERNAL = "internal"
+# Errors whose message is written for the caller, and so is its reply's message:
+# answers, a service's state, and what is wrong with the request as sent.
+CLIENT_FACING: tuple[type[Exception], ...] = (
+    DomainError,
+    UnavailableError,
+    RpcTimeoutError,
+    SchemaError,
+    MalformedEntryError,
+    UnknownTypeError,
+)
 # A reply stream lives this long after its client's last sign of life.
 STREAM_TTL_MS = 60_000
 READ_BLOCK_MS = 500
@@ -67,15 +86,49 @@ def reply_ok(request: Envelope, result: Any) -> Reply | None:
     return _reply(request, {STATUS: "ok", DATA: data})
 
 
-def reply_error(request: Envelope, exc: BaseException) -> Reply | None:
-    """The reply for a request that failed, its code naming the exception class."""
+def reply_error(request: Envelope, exc: BaseException, *, code: str | None = None) -> Reply | None:
+    """The reply for a request that failed; ``None`` when nobody asked.
+
+    Its code names the exception class (or is ``code``). Its message is the
+    exception's when that is written for the caller (:func:`is_client_facing`),
+    else :func:`internal_message`: the detail is for the responder's log and
+    span, which the caller finds by the trace id.
+    """
+    if code is None:
+        code = _code_of(exc)
+    message = str(exc) if is_client_facing(exc) else internal_message(request)
+    return _reply(request, {STATUS: "error", CODE: code, MESSAGE: message})
+
+
+def is_client_facing(exc: BaseException) -> bool:
+    """Whether ``exc``'s message is written for the caller (:data:`CLIENT_FACING`)."""
+    return isinstance(exc, CLIENT_FACING)
+
+
+def internal_message(request: Envelope) -> str:
+    """What a caller is told of a failure that is the service's own."""
+    service = request.type.partition(".")[0]
+    trace_id = trace_id_of(request)
+    where = f" (trace {trace_id})" if trace_id else ""
+    return f"internal error in the {service} service{where}; its log has the details"
+
+
+def trace_id_of(request: Envelope) -> str | None:
+    """The trace ``request`` belongs to: its caller's, else the one recorded here."""
+    parent = tracing.parse_traceparent(request.fields.get(TRACEPARENT, ""))
+    if parent is not None:
+        return f"{parent.trace_id:032x}"
+    return tracing.current_trace_id() if tracing.current is not None else None
+
+
+def _code_of(exc: BaseException) -> str:
     if isinstance(exc, DomainError | UnavailableError | RpcTimeoutError):
-        code = exc.code
-    elif isinstance(exc, PermanentError):
-        code = InvalidError.code  # a request the handler cannot take as sent
-    else:
-        code = UnavailableError.code
-    return _reply(request, {STATUS: "error", CODE: code, MESSAGE: str(exc)})
+        return exc.code
+    if isinstance(exc, SchemaError | MalformedEntryError | UnknownTypeError):
+        return InvalidError.code  # a request the handler cannot take as sent
+    if isinstance(exc, PermanentError):
+        return INTERNAL
+    return UnavailableError.code
 
 
 def _reply(request: Envelope, fields: dict[str, str]) -> Reply | None:

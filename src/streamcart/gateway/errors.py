@@ -1,9 +1,11 @@
 """Domain errors to HTTP: one table, one body shape.
 
 Every error response is ``{"error": {"code": ..., "message": ...}}`` (DESIGN
-section 5). Handlers and middleware raise; the exception handlers registered
-here turn whatever escapes into that body with the right status, so no route
-builds an error response by hand.
+section 5); a 5xx one also names the request's ``trace_id``. Handlers and
+middleware raise; the exception handlers registered here turn whatever
+escapes into that body with the right status, so no route builds an error
+response by hand. Only messages written for clients reach them: an unexpected
+error is logged, and answered with a generic message.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ class RateLimitedError(StreamcartError):
         self.retry_after_ms = retry_after_ms
 
 
-class ErrorDetail(msgspec.Struct, frozen=True):
+class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
+    # On a 5xx: what the gateway's log, the services' logs and the trace know it by.
+    trace_id: str | None = None
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -141,17 +145,14 @@ def _from_http_exception(exc: HTTPException) -> HttpError:
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     """The exception handler for every exception that reaches the app."""
     error = http_error(exc)
+    trace_id = trace_id_of(request.scope) if error.status >= 500 else None
     if error.status == 500:
         # Only the unexpected is logged with its traceback; a 503 or 504 is a known state.
         log.error(
-            "%s %s failed (trace %s)",
-            request.method,
-            request.url.path,
-            trace_id_of(request.scope),
-            exc_info=exc,
+            "%s %s failed (trace %s)", request.method, request.url.path, trace_id, exc_info=exc
         )
     return Response(
-        ErrorBody(ErrorDetail(error.code, error.message)),
+        ErrorBody(ErrorDetail(error.code, error.message, trace_id)),
         status_code=error.status,
         headers=error.headers,
         media_type="application/json",

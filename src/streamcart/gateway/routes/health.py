@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import msgspec
 from litestar import Response, get
@@ -18,6 +19,7 @@ from streamcart.gateway.middleware.metrics import GatewayMetrics
 from streamcart.gateway.middleware.ratelimit import EXEMPT_OPT
 from streamcart.gateway.openapi import error_responses
 
+log = logging.getLogger("streamcart.gateway")
 METRICS = "metrics"
 # A service without which the gateway can do nothing useful.
 ESSENTIAL = ("users",)
@@ -55,7 +57,9 @@ async def readyz(state: State) -> Status:
                 if not await services.discovery.is_available(service):
                     raise UnavailableError(f"the {service} service has no live instance")
     except (RedisError, OSError, TimeoutError) as exc:
-        raise UnavailableError(f"redis does not answer: {exc or type(exc).__name__}") from exc
+        # Its words (LOADING, a host and port) are for the operator, not the client.
+        log.warning("readiness: redis does not answer: %s", exc or type(exc).__name__)
+        raise UnavailableError("redis does not answer") from exc
     return Status("ready")
 
 

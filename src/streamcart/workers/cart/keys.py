@@ -22,3 +22,8 @@ class CartKeys:
     def checkout(self, user_id: str, idempotency_key: str) -> str:
         """The reply to a checkout made with this idempotency key (JSON, expiring)."""
         return self._key("checkout", user_id, idempotency_key)
+
+    def placed(self, message_id: str) -> str:
+        """The order a checkout message placed (JSON, expiring): its reruns take
+        that order, not what the cart holds by then."""
+        return self._key("placed", message_id)

@@ -3,7 +3,8 @@
 ``cart.add_item`` and ``cart.set_quantity`` check the product with the
 catalog and the cart's limits; ``cart.get`` prices the lines with one
 ``catalog.get_many`` call; ``cart.checkout`` places the order with
-``orders.place`` and only then empties the cart (``cart.checked_out``).
+``orders.place`` and only then takes the ordered lines out of the cart
+(``cart.checked_out``), see :mod:`.checkout`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from streamcart.bus.options import ServiceOptions
 from streamcart.bus.service import Service
 from streamcart.errors import InvalidError
 from streamcart.workers import events
+from streamcart.workers.cart.checkout import (
+    CheckedOut,
+    Checkout,
+    Placed,
+    ordered,
+    remembered,
+    repeated,
+    take_out,
+)
 from streamcart.workers.cart.keys import SERVICE, CartKeys
 from streamcart.workers.cart.pricing import CartView, lookup, priced
 from streamcart.workers.cart.rules import (
@@ -56,15 +66,6 @@ class CartLine(msgspec.Struct, frozen=True, kw_only=True):
     qty: int
 
 
-class Checkout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    user_id: str
-    payment_method: str
-    payment_token: str = ""
-    address: events.Address
-    # The same key again returns the first order instead of placing another.
-    idempotency_key: str = ""
-
-
 def _settings(ctx: Context) -> CartSettings:
     return ctx.config if isinstance(ctx.config, CartSettings) else CartSettings()
 
@@ -84,6 +85,40 @@ async def _put(ctx: Context, user_id: str, sku: str, qty: int, *, add: bool) -> 
     check_line(_settings(ctx), lines, sku, qty)
     ctx.tx.hset(cart, sku, qty)
     return CartLine(sku=sku, qty=qty)
+
+
+async def _place(ctx: Context, msg: Checkout, cart: str, note: str) -> Placed:
+    """The order for the cart: placed now, or noted by an earlier run of this message.
+
+    Raises:
+        InvalidError: the cart is empty; and what ``orders.place`` raises.
+    """
+    noted = await ctx.redis.get(note)
+    if noted is not None:
+        # A rerun (a conflict at the commit, a retry): the cart may hold other
+        # lines by now, and the same key with other lines is a conflict at orders.
+        return msgspec.json.decode(noted, type=Placed)
+    lines = await ctx.redis.hgetall(cart)
+    if not lines:
+        raise InvalidError("the cart is empty")
+    items = ordered(lines)
+    order = events.PlaceOrder(
+        user_id=msg.user_id,
+        items=items,
+        payment_method=msg.payment_method,
+        payment_token=msg.payment_token,
+        address=msg.address,
+        # Without a key of the caller's, this message's id: a retry of this
+        # handler (a failed commit, a crash) gets the first order back.
+        idempotency_key=msg.idempotency_key or f"cart-checkout:{ctx.message.id}",
+    )
+    accepted: events.OrderAccepted = await ctx.call(
+        events.ORDERS_PLACE, order, response_type=events.OrderAccepted
+    )
+    placed = Placed(order=accepted, items=items)
+    # Written at once, not with the commit: it is what a rerun must find.
+    await ctx.redis.set(note, msgspec.json.encode(placed), ex=_settings(ctx).checkout_memory_s)
+    return placed
 
 
 def build(options: ServiceOptions | None = None) -> Service:
@@ -136,49 +171,46 @@ def build(options: ServiceOptions | None = None) -> Service:
 
     @service.on("cart.checkout")
     async def checkout(msg: Checkout, ctx: Context) -> events.OrderAccepted:
-        """Order what the cart holds, then empty it; the cart is left as it was
-        when ``orders.place`` fails (its error is the reply).
+        """Order what the cart holds, then take those lines out of it (what was
+        added meanwhile stays); the cart is left as it was when ``orders.place``
+        fails (its error is the reply).
 
         Raises:
             InvalidError: the cart is empty, or orders refused the order as asked.
-            NotFoundError, ConflictError, UnavailableError, RpcTimeoutError: from orders.
+            ConflictError: the idempotency key was used for another checkout.
+            NotFoundError, UnavailableError, RpcTimeoutError: from orders.
         """
         check_user(msg.user_id)
         keys = CartKeys(ctx.key)
-        if msg.idempotency_key:
-            first = await ctx.redis.get(keys.checkout(msg.user_id, msg.idempotency_key))
-            if first is not None:  # done before: the cart is empty by now
-                return msgspec.json.decode(first, type=events.OrderAccepted)
-        lines = await ctx.redis.hgetall(keys.cart(msg.user_id))
-        if not lines:
-            raise InvalidError("the cart is empty")
-        items = [events.ItemRequest(sku=sku, qty=int(qty)) for sku, qty in sorted(lines.items())]
-        order = events.PlaceOrder(
-            user_id=msg.user_id,
-            items=items,
-            payment_method=msg.payment_method,
-            payment_token=msg.payment_token,
-            address=msg.address,
-            # Without a key of the caller's, this message's id: a retry of this
-            # handler (a failed commit, a crash) gets the first order back.
-            idempotency_key=msg.idempotency_key or f"cart-checkout:{ctx.message.id}",
-        )
-        accepted: events.OrderAccepted = await ctx.call(
-            events.ORDERS_PLACE, order, response_type=events.OrderAccepted
-        )
-        ctx.tx.delete(keys.cart(msg.user_id))
-        if msg.idempotency_key:
+        cart = keys.cart(msg.user_id)
+        note = keys.placed(ctx.message.id)
+        ctx.tx.delete(note)
+        memory = keys.checkout(msg.user_id, msg.idempotency_key) if msg.idempotency_key else ""
+        if memory:
+            # A twin checkout with this key that commits first makes this one
+            # run again, and find the first.
+            await ctx.watch(memory)
+            first = await ctx.redis.get(memory)
+            if first is not None:
+                lines = await ctx.redis.hgetall(cart)
+                return repeated(msgspec.json.decode(first, type=CheckedOut), msg, lines)
+        placed = await _place(ctx, msg, cart, note)
+        # Watched after the call, so a change in the cart during it costs no
+        # second run; one after the read runs this again, with the order noted.
+        await ctx.watch(cart)
+        take_out(ctx, cart, await ctx.redis.hgetall(cart), placed.items)
+        if memory:
             ctx.tx.set(
-                keys.checkout(msg.user_id, msg.idempotency_key),
-                msgspec.json.encode(accepted),
+                memory,
+                msgspec.json.encode(remembered(placed, msg)),
                 ex=_settings(ctx).checkout_memory_s,
             )
         checked_out = events.CartCheckedOut(
             user_id=msg.user_id,
-            order_id=accepted.order_id,
-            items=[events.Line(sku=item.sku, qty=item.qty) for item in items],
+            order_id=placed.order.order_id,
+            items=[events.Line(sku=item.sku, qty=item.qty) for item in placed.items],
         )
         ctx.publish(events.CART_CHECKED_OUT, checked_out, key=msg.user_id)
-        return accepted
+        return placed.order
 
     return service
