@@ -236,12 +236,16 @@ async def test_tokens_are_signed_with_the_current_key_and_name_it(
 
 
 async def test_without_a_signing_key_no_token_is_issued(
-    fake_redis: fakeredis.FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
+    fake_redis: fakeredis.FakeAsyncRedis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The caller learns that the service failed; the operator's log says why."""
     monkeypatch.delenv(signing_keys.SECRET_ENV)
     one_try = ServiceOptions(block_ms=50, max_attempts=1, inline_attempts=1)
     async with running(build(one_try), fake_redis), RpcClient(fake_redis, KEYS) as rpc:
         await _register(rpc)
-        with pytest.raises(UnavailableError, match="no token signing secret"):
+        with pytest.raises(UnavailableError, match="internal error in the users service"):
             await rpc.call("users.login", _credentials(ALICE), timeout=5)
+    assert "no token signing secret: set STREAMCART_TOKEN_SECRET" in caplog.text
     assert await fake_redis.keys("*jwt-secret*") == []  # none made up in Redis either
