@@ -42,6 +42,9 @@ def _invoke(*args: str) -> tuple[int, str]:
         (["set", "gateway", "rate", "-1"], "rate must be"),
         (["set", "gateway", "burts", "10"], "did you mean 'burst'?"),
         (["set", "monitor", "lag", "many"], "expected int, got 'many'"),
+        # No try at all would fail every payment for good.
+        (["set", "payments", "charge_attempts", "0"], "got 0 (Expected `int` >= 1)"),
+        (["set", "logistics", "stop_notice_after_ms", "0"], "got 0 (Expected `int` >= 1)"),
     ],
 )
 def test_refusals_exit_2_with_the_reason(args: list[str], hint: str) -> None:

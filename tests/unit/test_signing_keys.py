@@ -106,10 +106,14 @@ def test_a_previous_file_that_is_not_there_is_no_previous_key(tmp_path: Path) ->
     """A Kubernetes Secret without its ``previous`` entry mounts no such file."""
     keys = from_environment({SECRET_ENV: CURRENT, PREVIOUS_FILE_ENV: str(tmp_path / "previous")})
     assert keys.previous is None
-    empty = tmp_path / "empty"
-    empty.write_text("")
-    with pytest.raises(ConfigurationError, match=f"{PREVIOUS_FILE_ENV}: the file .* is empty"):
-        from_environment({SECRET_ENV: CURRENT, PREVIOUS_FILE_ENV: str(empty)})
+
+
+def test_an_emptied_previous_file_is_no_previous_key(tmp_path: Path) -> None:
+    """A previous key retired by emptying its Secret entry must not stop every gateway."""
+    empty = tmp_path / "previous"
+    empty.write_text("\n")
+    keys = from_environment({SECRET_ENV: CURRENT, PREVIOUS_FILE_ENV: str(empty)})
+    assert keys.previous is None and keys.current == SigningKey(CURRENT.encode())
 
 
 def test_configured_tells_whether_a_current_secret_is_named(tmp_path: Path) -> None:

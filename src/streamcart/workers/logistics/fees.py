@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import msgspec
 
@@ -10,10 +11,11 @@ import msgspec
 class LogisticsSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Live knobs (``streamcart config set logistics dispatch_after_ms 500``)."""
 
-    dispatch_after_ms: int = 2_000
-    deliver_after_ms: int = 3_000
-    # How long after a stop (logistics.stop_shipment) shipment.cancelled follows.
-    stop_notice_after_ms: int = 2_000
+    dispatch_after_ms: Annotated[int, msgspec.Meta(ge=0)] = 2_000
+    deliver_after_ms: Annotated[int, msgspec.Meta(ge=0)] = 3_000
+    # How long after a stop (logistics.stop_shipment) shipment.cancelled follows:
+    # best longer than a cancel's own retries take, or it beats them to the order.
+    stop_notice_after_ms: Annotated[int, msgspec.Meta(ge=1)] = 2_000
     couriers: list[str] = msgspec.field(
         default_factory=lambda: ["SF Express", "JD Logistics", "YTO"]
     )

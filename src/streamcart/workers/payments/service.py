@@ -55,8 +55,8 @@ class PaymentsSettings(msgspec.Struct, frozen=True, kw_only=True):
     provider_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     # Tries of one charge in a row (timeouts and server errors), with this pause
     # between them; a charge that timed out this often in all is failed.
-    charge_attempts: int = 3
-    retry_pause_ms: int = 100
+    charge_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
+    retry_pause_ms: Annotated[int, msgspec.Meta(ge=0)] = 100
 
 
 class Payment(msgspec.Struct, frozen=True, kw_only=True):

@@ -87,6 +87,10 @@ def _from_file(name: str, path: Path, *, optional: bool) -> SigningKey | None:
     except OSError as exc:
         raise ConfigurationError(f"{name}: cannot read {str(path)!r}: {exc.strerror}") from None
     secret = raw.rstrip(b"\r\n")
+    if not secret and optional:
+        # A previous key retired by emptying its Secret entry, not deleting it.
+        log.warning("%s: the file %r is empty; no previous key", name, str(path))
+        return None
     if not secret:
         raise ConfigurationError(f"{name}: the file {str(path)!r} is empty")
     return _key(f"{name} ({path})", secret)
