@@ -6,7 +6,12 @@ import pytest
 
 from streamcart.config.resolve import validate
 from streamcart.errors import InvalidConfigError
-from streamcart.gateway.client_address import client_address, forwarded_for, trusted_networks
+from streamcart.gateway.client_address import (
+    bucket_subject,
+    client_address,
+    forwarded_for,
+    trusted_networks,
+)
 from streamcart.gateway.settings import gateway_scope
 
 TRUSTED = trusted_networks(("10.0.0.0/8", "fd00::/8"))
@@ -64,3 +69,19 @@ def test_trusted_proxies_are_checked_when_set() -> None:
         validate(scope, "trusted_proxies", '["10.0.0.0/33"]')
     with pytest.raises(InvalidConfigError, match="rate must be a finite number above 0"):
         validate(scope, "login_account_rate", "0")
+
+
+@pytest.mark.parametrize(
+    ("address", "subject"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::/64"),  # the same client
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),  # another one
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_an_ipv6_client_has_one_bucket_for_its_whole_64(address: str, subject: str) -> None:
+    """Else a client rotating through its /64 would get a fresh budget each request."""
+    assert bucket_subject(address) == subject

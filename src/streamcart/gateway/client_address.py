@@ -62,6 +62,21 @@ def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
     return [value.decode("latin-1") for name, value in headers if name == FORWARDED_FOR]
 
 
+# One IPv6 client holds a whole /64 and may send from any address in it.
+IPV6_CLIENT_PREFIX = 64
+
+
+def bucket_subject(address: str) -> str:
+    """The rate-limit subject of a client address: an IPv4 address itself, an
+    IPv6 one its /64 (else each of its addresses would be a fresh bucket)."""
+    parsed = _parsed(address)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed) if parsed is not None else address
+
+
 def _is_trusted(address: Address, trusted: Sequence[Network]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streamcart.bus.keys import Keys
+from streamcart.gateway.client_address import bucket_subject
 from streamcart.gateway.errors import RateLimitedError
 from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience.ratelimit import TokenBucket
@@ -47,7 +48,7 @@ class LoginLimiter:
         current = await self.settings.current()
         account = hashlib.sha256(canonical_email(email).encode()).hexdigest()[:32]
         checks = (
-            (f"addr:{address}", current.login_per_address, "from this address"),
+            (f"addr:{bucket_subject(address)}", current.login_per_address, "from this address"),
             (f"account:{account}", current.login_per_account, "for this account"),
         )
         for subject, limit, whose in checks:

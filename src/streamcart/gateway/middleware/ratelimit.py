@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from streamcart.gateway.auth import Authenticator
+from streamcart.gateway.client_address import bucket_subject
 from streamcart.gateway.errors import RateLimitedError
 from streamcart.gateway.settings import LiveSettings
 from streamcart.resilience.ratelimit import RateLimit, TokenBucket
@@ -72,4 +73,4 @@ class RateLimitMiddleware(ASGIMiddleware):
             else:
                 return f"user:{claims.sub}"
         client = scope.get("client")
-        return f"addr:{client[0] if client else 'unknown'}"
+        return f"addr:{bucket_subject(client[0]) if client else 'unknown'}"
