@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
+from streamcart import cli
 from streamcart.bus.consumer import Consumer
 from streamcart.bus.keys import Keys
 from streamcart.bus.observer import ConsumerObserver
@@ -68,3 +72,48 @@ async def drained(consumer: Consumer) -> None:
 
     await eventually(settled)
     assert await consumer.redis.xlen(consumer.keys.dlq(service.name)) == 0
+
+
+class UpRecorder:
+    """Stands in for ``streamcart up``'s Pool and spawned helper processes: records
+    what each would be given (options, environment) and starts nothing."""
+
+    def __init__(self) -> None:
+        self.pools: list[dict[str, Any]] = []
+        self.environments: list[dict[str, str]] = []
+        self.helpers: list[dict[str, Any]] = []
+
+    def pool(self, services: dict[str, int], redis_url: str, **options: Any) -> UpRecorder:
+        self.pools.append({"services": services, **options})
+        self.environments.append(dict(os.environ))
+        return self
+
+    def run(self) -> None:
+        pass
+
+    def get_context(self, method: str) -> UpRecorder:
+        return self
+
+    def Process(self, **options: Any) -> _Helper:
+        self.helpers.append(options)
+        return _Helper()
+
+
+class _Helper:
+    def start(self) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+def record_up(monkeypatch: pytest.MonkeyPatch) -> UpRecorder:
+    """``streamcart up`` in this test builds its pools and helpers on a recorder."""
+    recorder = UpRecorder()
+    monkeypatch.setattr(cli, "Pool", recorder.pool)
+    monkeypatch.setattr(cli.multiprocessing, "get_context", recorder.get_context)
+    monkeypatch.delenv("STREAMCART_DEPLOYMENT", raising=False)
+    return recorder

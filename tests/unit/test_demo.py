@@ -3,7 +3,6 @@ only; everything else that signs or verifies tokens refuses to start without one
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import fakeredis
@@ -14,6 +13,7 @@ from streamcart import cli
 from streamcart.bus.keys import Keys
 from streamcart.demo import token_secret
 from streamcart.workers.users.signing_keys import SECRET_ENV, SECRET_FILE_ENV, from_environment
+from tests.unit.support import UpRecorder, record_up
 
 NO_REDIS = "redis://127.0.0.1:1/0"  # nothing listens there
 
@@ -72,42 +72,9 @@ async def test_a_secret_deleted_while_it_is_read_never_signs_as_none(
 
 
 # -- the commands --------------------------------------------------------------------
-class _Recorder:
-    """Stands in for Pool and the spawned helpers; records the environment they would get."""
-
-    def __init__(self) -> None:
-        self.environments: list[dict[str, str]] = []
-
-    def pool(self, *args: Any, **options: Any) -> _Recorder:
-        self.environments.append(dict(os.environ))
-        return self
-
-    def run(self) -> None:
-        pass
-
-    def get_context(self, method: str) -> _Recorder:
-        return self
-
-    def Process(self, **options: Any) -> _Recorder:
-        return self
-
-    def start(self) -> None:
-        pass
-
-    def is_alive(self) -> bool:
-        return False
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
-    recorder = _Recorder()
-    monkeypatch.setattr(cli, "Pool", recorder.pool)
-    monkeypatch.setattr(cli.multiprocessing, "get_context", recorder.get_context)
-    monkeypatch.delenv("STREAMCART_DEPLOYMENT", raising=False)
-    return recorder
+def recorder(monkeypatch: pytest.MonkeyPatch) -> UpRecorder:
+    return record_up(monkeypatch)
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -119,7 +86,7 @@ def _run(*args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("command", [["up"], ["gateway"], ["worker", "users"]])
 def test_without_a_secret_nothing_that_uses_tokens_starts(
-    recorder: _Recorder, command: list[str]
+    recorder: UpRecorder, command: list[str]
 ) -> None:
     code, out = _run(*command)
     assert code == 1, out
@@ -128,7 +95,7 @@ def test_without_a_secret_nothing_that_uses_tokens_starts(
 
 
 def test_up_demo_starts_its_processes_with_the_generated_secret(
-    recorder: _Recorder, monkeypatch: pytest.MonkeyPatch
+    recorder: UpRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = fakeredis.FakeServer()
     monkeypatch.setattr(

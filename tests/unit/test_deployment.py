@@ -15,6 +15,7 @@ from streamcart.bus.loader import SHOP
 from streamcart.bus.pool import DEFAULT_CONCURRENCY, Pool
 from streamcart.deployment import ServiceDeployment, load_deployment
 from streamcart.errors import ConfigurationError
+from tests.unit.support import UpRecorder, record_up
 
 NO_REDIS = "redis://127.0.0.1:1/0"  # `up` must be stopped before it reaches Redis
 TWO_SERVICES = """
@@ -95,46 +96,9 @@ def test_mistakes_name_the_file_and_the_field(tmp_path: Path, text: str, expecte
 
 
 # -- `streamcart up` -----------------------------------------------------------------
-class _Recorder:
-    """Stands in for Pool and for spawned helper processes: records, starts nothing."""
-
-    def __init__(self) -> None:
-        self.pools: list[dict[str, Any]] = []
-        self.helpers: list[dict[str, Any]] = []
-
-    def pool(self, services: dict[str, int], redis_url: str, **options: Any) -> _Recorder:
-        self.pools.append({"services": services, **options})
-        return self
-
-    def run(self) -> None:
-        pass
-
-    def get_context(self, method: str) -> _Recorder:
-        return self
-
-    def Process(self, **options: Any) -> _Helper:
-        self.helpers.append(options)
-        return _Helper()
-
-
-class _Helper:
-    def start(self) -> None:
-        pass
-
-    def is_alive(self) -> bool:
-        return False
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
-    recorder = _Recorder()
-    monkeypatch.setattr(cli, "Pool", recorder.pool)
-    monkeypatch.setattr(cli.multiprocessing, "get_context", recorder.get_context)
-    monkeypatch.delenv("STREAMCART_DEPLOYMENT", raising=False)
-    return recorder
+def recorder(monkeypatch: pytest.MonkeyPatch) -> UpRecorder:
+    return record_up(monkeypatch)
 
 
 def _up(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -143,7 +107,7 @@ def _up(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 def test_up_builds_its_pool_and_helpers_from_the_description(
-    recorder: _Recorder, tmp_path: Path
+    recorder: UpRecorder, tmp_path: Path
 ) -> None:
     code, out = _up("--deployment", str(_file(tmp_path, TWO_SERVICES)))
     assert code == 0, out
@@ -155,7 +119,7 @@ def test_up_builds_its_pool_and_helpers_from_the_description(
     assert "services: orders, users" in out and "http://127.0.0.1:9100" in out
 
 
-def test_up_options_override_the_description(recorder: _Recorder, tmp_path: Path) -> None:
+def test_up_options_override_the_description(recorder: UpRecorder, tmp_path: Path) -> None:
     path = _file(tmp_path, TWO_SERVICES)
     code, out = _up("-p", "2", "--port", "9200", env={"STREAMCART_DEPLOYMENT": str(path)})
     assert code == 0, out
@@ -165,7 +129,7 @@ def test_up_options_override_the_description(recorder: _Recorder, tmp_path: Path
     assert recorder.helpers[0]["args"][3] == 9200
 
 
-def test_up_without_a_description_runs_the_whole_shop(recorder: _Recorder) -> None:
+def test_up_without_a_description_runs_the_whole_shop(recorder: UpRecorder) -> None:
     code, out = _up()
     assert code == 0, out
     [built] = recorder.pools
@@ -183,7 +147,7 @@ def test_up_without_a_description_runs_the_whole_shop(recorder: _Recorder) -> No
     ],
 )
 def test_up_refuses_a_bad_description_before_starting_anything(
-    recorder: _Recorder, tmp_path: Path, text: str, hint: str
+    recorder: UpRecorder, tmp_path: Path, text: str, hint: str
 ) -> None:
     code, out = _up("--deployment", str(_file(tmp_path, text)))
     assert code == 2
